@@ -1,0 +1,1 @@
+"""Benchmarks that measure the backup pipeline against the shell tools it replaces."""

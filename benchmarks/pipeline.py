@@ -1,0 +1,270 @@
+"""The one-pass backup pipeline against the shell pipelines it replaces, on runbook_bench.
+
+Cases, run alternately (the order rotates every round) so machine noise hits all of them:
+  a  pg_dump -Fc -Z0 > /dev/null                       the floor: pg_dump's own pace
+  b  pg_dump -Fc -Z0 | zstd -1 -T0 > file              the target to match
+  c  pg_dump | gzip > file                             what people use today
+  d  ProcessStream -> ZstdEncoder(level 1) -> LocalStorage.put   (fresh Python process)
+  e  d, then read_back from storage: sha256 + full decode         (fresh Python process)
+
+Each Python case runs in its own child process so its peak RSS (ru_maxrss) is per run. The
+times for d and e are measured inside the child around the pipeline (interpreter start-up is
+reported apart). Output: markdown tables on stdout, progress on stderr.
+
+Run: python -m benchmarks.pipeline [--rounds 3] [--level 1] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORK = Path(__file__).resolve().parent / ".work"
+CASES = ["a", "b", "c", "d", "e"]
+TITLES = {
+    "a": "a. pg_dump -Fc -Z0 > /dev/null",
+    "b": "b. pg_dump -Fc -Z0 | zstd -1 -T0 > file",
+    "c": "c. pg_dump | gzip > file",
+    "d": "d. Python: ProcessStream -> ZstdEncoder -> put",
+    "e": "e. d + read_back (sha256 + decode)",
+}
+MiB = 1024 * 1024
+
+
+def _log(message: str) -> None:
+    print(f"[pipeline] {message}", file=sys.stderr, flush=True)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_shell(case: str, dsn: str, out: Path) -> dict:
+    dump = f"pg_dump -d {shlex.quote(dsn)}"
+    script = {
+        "a": f"{dump} -Fc -Z0 > /dev/null",
+        "b": f"{dump} -Fc -Z0 | zstd -1 -T0 -q > {shlex.quote(str(out))}",
+        "c": f"{dump} | gzip > {shlex.quote(str(out))}",
+    }[case]
+    cpu0 = _children_cpu()
+    started = time.perf_counter()
+    subprocess.run(["bash", "-c", "set -eo pipefail; " + script], check=True, timeout=3600)
+    seconds = time.perf_counter() - started
+    stored = out.stat().st_size if out.exists() else None
+    return {"seconds": seconds, "stored_bytes": stored, "cpu": _children_cpu() - cpu0}
+
+
+def _run_python(case: str, dsn: str, out_dir: Path, level: int, threads: int) -> dict:
+    argv = [
+        sys.executable, "-m", "benchmarks.pipeline", "--child", case, "--dsn", dsn,
+        "--out", str(out_dir), "--level", str(level), "--threads", str(threads),
+    ]
+    cpu0 = _children_cpu()
+    started = time.perf_counter()
+    done = subprocess.run(
+        argv, check=True, timeout=3600, stdout=subprocess.PIPE, cwd=WORK.parent.parent
+    )
+    wall = time.perf_counter() - started
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    result["wall_with_startup"] = wall
+    result["cpu"] = _children_cpu() - cpu0
+    return result
+
+
+def child(case: str, dsn: str, out_dir: Path, level: int, threads: int) -> None:
+    """One Python run (case d or e), in a fresh process; prints one JSON line."""
+    imported = time.perf_counter()
+    from runbook.storage.local import LocalStorage
+    from runbook.streams import ProcessStream, ZstdEncoder, read_back
+
+    import_seconds = time.perf_counter() - imported
+    storage = LocalStorage(out_dir)
+    key = "runbook_bench/backup.dump.zst"
+    started = time.perf_counter()
+    with ProcessStream(["pg_dump", "-Fc", "-Z0", "-d", dsn], name="pg_dump", timeout=3600) as dump:
+        encoder = ZstdEncoder(dump, level=level, threads=threads)
+        info = storage.put(key, encoder)
+    put_seconds = time.perf_counter() - started
+    result = {
+        "seconds": put_seconds,
+        "put_seconds": put_seconds,
+        "import_seconds": import_seconds,
+        "logical_bytes": encoder.logical_bytes,
+        "stored_bytes": info.size,
+        "sha256": encoder.sha256,
+        "encoder": vars(encoder.timings),
+        # What put did after the last chunk: fsync, rename, fsync of the folder.
+        "put_after_stream": put_seconds - encoder.timings.total,
+    }
+    if info.size != encoder.stored_bytes:
+        raise SystemExit(f"stored {info.size} bytes, encoder produced {encoder.stored_bytes}")
+    if case == "e":
+        report = read_back(storage.get(key))
+        result["seconds"] = time.perf_counter() - started
+        result["read_back"] = {
+            "seconds": report.seconds,
+            "decoded_bytes": report.decoded_bytes,
+            "decode_error": report.decode_error,
+            **report.timings,
+        }
+        bad = (
+            report.decode_error
+            or report.sha256 != encoder.sha256
+            or report.decoded_bytes != encoder.logical_bytes
+        )
+        if bad:
+            raise SystemExit(f"read-back disagrees with the backup: {report}")
+    self_usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["peak_rss_mib"] = self_usage.ru_maxrss / 1024  # KiB on Linux
+    result["python_cpu"] = self_usage.ru_utime + self_usage.ru_stime
+    storage.delete(key)
+    print(json.dumps(result))
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:.2f}"
+
+
+def report(runs: dict[str, list[dict]], facts: dict, loads: list[float], args) -> str:
+    med = {case: _median([r["seconds"] for r in runs[case]]) for case in CASES}
+    logical = _median([r["logical_bytes"] for r in runs["d"]])
+    lines = [
+        f"## Backup pipeline benchmark: {facts['dbname']} "
+        f"({facts['database_bytes'] / 1e9:.2f} GB in PostgreSQL, "
+        f"{logical / 1e9:.2f} GB as `pg_dump -Fc -Z0`), {args.rounds} rounds, "
+        f"{os.cpu_count()} CPUs",
+        "",
+        f"Python cases: zstd level {args.level}, threads {args.threads} (0 = one per core). "
+        "Speed vs X = time of X / time of the case (higher is faster); ratio = bytes of "
+        "`pg_dump -Fc -Z0` / stored bytes; CPU = user+sys of all processes of the case. "
+        f"Load average during the run: {min(loads):.2f} to {max(loads):.2f}.",
+        "",
+        "| case | median s | min s | max s | speed vs b | speed vs c | stored MB | ratio "
+        "| CPU s | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in CASES:
+        times = [r["seconds"] for r in runs[case]]
+        stored = [r["stored_bytes"] for r in runs[case] if r.get("stored_bytes")]
+        rss = [r["peak_rss_mib"] for r in runs[case] if "peak_rss_mib" in r]
+        cells = [
+            TITLES[case],
+            _fmt(med[case]),
+            _fmt(min(times)),
+            _fmt(max(times)),
+            f"{med['b'] / med[case]:.2f}x",
+            f"{med['c'] / med[case]:.2f}x",
+            f"{_median(stored) / 1e6:.0f}" if stored else "–",
+            f"{logical / _median(stored):.2f}" if stored else "–",
+            f"{_median([r['cpu'] for r in runs[case]]):.1f}",
+            f"{max(rss):.0f}" if rss else "–",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Targets (medians):", ""]
+    targets = [
+        ("d speed vs b >= 0.95", med["b"] / med["d"], 0.95),
+        ("d speed vs c >= 2", med["c"] / med["d"], 2.0),
+        ("e speed vs b >= 0.75", med["b"] / med["e"], 0.75),
+        ("peak RSS of d/e < 200 MiB",
+         200 / max(r["peak_rss_mib"] for r in runs["d"] + runs["e"]), 1.0),
+    ]
+    for name, value, goal in targets:
+        verdict = "met" if value >= goal else "MISSED"
+        lines.append(f"- {name}: {value:.2f} ({verdict})")
+
+    def timing(path: list[str]) -> str:
+        values = []
+        for run in runs["e"] if path[0] == "read_back" else runs["d"]:
+            node = run
+            for part in path:
+                node = node[part]
+            values.append(node)
+        return _fmt(_median(values))
+
+    lines += [
+        "",
+        "Where the time goes in d (medians, seconds, in the thread that drives the pipeline; "
+        "zstd compresses in its own worker threads):",
+        "",
+        "| waiting for pg_dump (read) | handing to zstd | sha256 | storage writes "
+        "| fsync + rename | whole put | Python CPU | interpreter + imports |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {timing(['encoder', 'read'])} | {timing(['encoder', 'compress'])} "
+        f"| {timing(['encoder', 'hash'])} | {timing(['encoder', 'downstream'])} "
+        f"| {timing(['put_after_stream'])} | {timing(['put_seconds'])} "
+        f"| {timing(['python_cpu'])} "
+        f"| {_fmt(_median([r['wall_with_startup'] - r['seconds'] for r in runs['d']]))} |",
+        "",
+        "Read-back in e (medians, seconds; hashing and decoding overlap in two threads):",
+        "",
+        "| read_back total | reading storage | sha256 | decode (other thread) |",
+        "|---:|---:|---:|---:|",
+        f"| {timing(['read_back', 'seconds'])} | {timing(['read_back', 'read'])} "
+        f"| {timing(['read_back', 'hash'])} | {timing(['read_back', 'decode'])} |",
+        "",
+        "Every round (seconds, in run order):",
+        "",
+        "| round | " + " | ".join(CASES) + " |",
+        "|---|" + "---:|" * len(CASES),
+    ]
+    for i in range(args.rounds):
+        lines.append(
+            f"| {i + 1} | " + " | ".join(_fmt(runs[c][i]["seconds"]) for c in CASES) + " |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--level", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--child", choices=["d", "e"])
+    parser.add_argument("--dsn")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.dsn, args.out, args.level, args.threads)
+        return
+
+    from benchmarks.dataset import ensure_dataset
+
+    facts = ensure_dataset()
+    dsn = facts["dsn"]
+    WORK.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict]] = {case: [] for case in CASES}
+    loads: list[float] = []
+    for round_no in range(args.rounds):
+        order = CASES[round_no % len(CASES) :] + CASES[: round_no % len(CASES)]
+        for case in order:
+            out_dir = WORK / f"round-{case}"
+            shutil.rmtree(out_dir, ignore_errors=True)
+            out_dir.mkdir(parents=True)
+            loads.append(os.getloadavg()[0])
+            if case in "abc":
+                result = _run_shell(case, dsn, out_dir / "backup.out")
+            else:
+                result = _run_python(case, dsn, out_dir, args.level, args.threads)
+            shutil.rmtree(out_dir, ignore_errors=True)
+            runs[case].append(result)
+            _log(f"round {round_no + 1} {case}: {result['seconds']:.2f}s")
+    loads.append(os.getloadavg()[0])
+    print(report(runs, facts, loads, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The backup flow.
+
+1. Load the config and pick the targets (all of them unless named).
+2. Back up each target: take its lock, stream dump -> zstd -> sha256 -> storage, write the
+   manifest last (retried on transient faults only, with exponential backoff and jitter).
+3. Verify each stored backup by reading every artifact back from storage.
+4. Publish a markdown artifact (one row per artifact) and return a BackupRunSummary. The run
+   ends Failed when any target's backup is not verified.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.states import Failed
+from pydantic import BaseModel
+
+from runbook.catalog import BackupRecord, BackupStatus
+from runbook.manifest import new_backup_id
+from runbook.runtime import open_runtime
+from tasks.backup import backup_target
+from tasks.integrity import verify_backup_task
+from tasks.report import backup_report_markdown, publish_markdown
+from tasks.retry import retry_options
+
+
+class BackupRunSummary(BaseModel):
+    ok: bool
+    backups: list[BackupRecord]
+
+    @property
+    def failed(self) -> list[BackupRecord]:
+        return [b for b in self.backups if b.status != BackupStatus.VERIFIED]
+
+
+@flow(name="backup", persist_result=True, log_prints=True)
+def backup(
+    targets: list[str] | None = None,
+    config_path: str | None = None,
+    verify: bool = True,
+) -> BackupRunSummary:
+    """Back up the named targets (default: every target in the config) and verify them."""
+    runtime = open_runtime(config_path)
+    settings = runtime.config.backup
+    chosen = runtime.config.select_targets(targets)
+    task = backup_target.with_options(
+        **retry_options(settings.retries, settings.retry_delay.total_seconds())
+    )
+
+    backup_ids = []
+    for target in chosen:
+        backup_id = new_backup_id()
+        backup_ids.append(backup_id)
+        task(config_path, target.name, backup_id, return_state=True)
+        if verify and runtime.catalog.get_backup(backup_id).status == BackupStatus.STORED:
+            verify_backup_task(config_path, backup_id, return_state=True)
+
+    records = [runtime.catalog.get_backup(backup_id) for backup_id in backup_ids]
+    wanted = BackupStatus.VERIFIED if verify else BackupStatus.STORED
+    summary = BackupRunSummary(ok=all(r.status == wanted for r in records), backups=records)
+    publish_markdown("backup-report", backup_report_markdown(records), "Backups of this run")
+    if not summary.ok:
+        bad = [f"{r.target}: {r.status.value}" for r in records if r.status != wanted]
+        return Failed(message=f"{len(bad)} backup(s) not {wanted.value}: {', '.join(bad)}",
+                      data=summary)
+    return summary

@@ -1,0 +1,355 @@
+"""The `runbook` command: thin, it validates input, calls flows and prints their summaries.
+
+Exit codes: 0 success; 1 a backup, verification or check failed; 2 the operator's mistake
+(bad config, unknown target or id), reported on one line without a traceback.
+Every command takes --config FILE (default ./runbook.yaml or $RUNBOOK_CONFIG) and --json.
+Commands that only read the catalog never start Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from runbook import __version__
+from runbook.errors import RunbookError
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "runbook")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    help="Runbook: operations runbooks as scheduled, retried, observable Prefect flows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+backups_app = typer.Typer(help="Inspect the backup catalog.", no_args_is_help=True)
+app.add_typer(backups_app, name="backups")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="runbook.yaml to use [default: ./runbook.yaml or "
+                 "$RUNBOOK_CONFIG]", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    typer.echo(f"runbook: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def operator_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """RunbookError -> one line on stderr and exit 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RunbookError as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _config_path(config: Path | None) -> str:
+    from runbook.config import resolve_config_path
+
+    return str(resolve_config_path(config).resolve())
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _run_flow(flow_fn: Any, **params: Any) -> tuple[bool, Any]:
+    """Run a flow in this process; (completed?, its summary). Operator errors re-raised."""
+    state = flow_fn(**params, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, RunbookError):
+        raise result
+    if isinstance(result, BaseException):
+        fail(f"{flow_fn.name} flow crashed: {type(result).__name__}: {result}", EXIT_FAILED)
+    return state.is_completed(), result
+
+
+# --- backup --------------------------------------------------------------------------------
+
+
+@app.command()
+@operator_errors
+def backup(
+    target: Annotated[list[str] | None, typer.Option("--target", "-t",
+                      help="Target to back up (repeatable) [default: all]")] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify",
+                         help="Skip the read-back verification (not recommended).")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Back up targets now and verify each backup by reading it back from storage."""
+    from runbook.config import load_config
+
+    path = _config_path(config)
+    cfg = load_config(path)
+    cfg.select_targets(target)  # unknown names fail here, before Prefect starts
+    if not cfg.all_targets():
+        fail(f"{path}: no targets configured (add targets.postgres, .redis or .files)")
+    from flows.backup import backup as backup_flow
+
+    _completed, summary = _run_flow(backup_flow, targets=target or None, config_path=path,
+                                    verify=not no_verify)
+    if as_json:
+        emit_json({"ok": summary.ok, "backups": [_backup_json(b) for b in summary.backups]})
+    else:
+        _print_backups(summary.backups)
+    raise typer.Exit(EXIT_OK if summary.ok else EXIT_FAILED)
+
+
+def _backup_json(record: Any) -> dict[str, Any]:
+    return record.model_dump(mode="json")
+
+
+def _print_backups(records: list[Any]) -> None:
+    from rich.table import Table
+
+    from tasks.report import human_bytes, ratio
+
+    table = Table(show_lines=False)
+    for column in ("id", "target", "kind", "status", "finished (UTC)", "stored", "ratio",
+                   "artifacts"):
+        table.add_column(column)
+    for r in records:
+        status = r.status.value
+        style = {"verified": "green", "stored": "yellow"}.get(status, "red")
+        table.add_row(
+            r.id, r.target, r.kind, f"[{style}]{status}[/]",
+            r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-",
+            human_bytes(r.bytes_stored), ratio(r.bytes_logical, r.bytes_stored),
+            str(len(r.artifacts)),
+        )
+    console = _console()
+    console.print(table)
+    for r in records:
+        if r.error and r.status.value not in ("verified",):
+            console.print(f"[red]{r.target} {r.id}[/]: {r.error}")
+
+
+# --- backups list / show -------------------------------------------------------------------
+
+
+def _catalog(config: Path | None) -> Any:
+    from runbook.catalog import Catalog
+    from runbook.config import load_config
+
+    cfg = load_config(_config_path(config))
+    return cfg, Catalog(cfg.catalog)
+
+
+@backups_app.command("list")
+@operator_errors
+def backups_list(
+    target: Annotated[str | None, typer.Option("--target", "-t", help="Only this target.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Also failed, locked, running and deleted "
+                    "backups (by default only committed ones).")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List backups from the catalog (newest first). Does not start Prefect."""
+    from runbook.catalog import COMMITTED
+
+    cfg, catalog = _catalog(config)
+    if target:
+        cfg.target(target)
+    records = catalog.list_backups(
+        target=target, statuses=None if all_ else COMMITTED, include_deleted=all_, limit=limit
+    )
+    if as_json:
+        emit_json({"backups": [_backup_json(r) for r in records]})
+    else:
+        _print_backups(records)
+
+
+@backups_app.command("show")
+@operator_errors
+def backups_show(
+    backup_id: Annotated[str, typer.Argument(help="Backup id (see `runbook backups list`).")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One backup with its artifacts and verification history. Does not start Prefect."""
+    _cfg, catalog = _catalog(config)
+    record = catalog.get_backup(backup_id)
+    history = catalog.verifications(backup_id)
+    if as_json:
+        emit_json({"backup": _backup_json(record),
+                   "verifications": [v.model_dump(mode="json") for v in history]})
+        return
+    console = _console()
+    _print_backups([record])
+    from tasks.report import human_bytes
+
+    for a in record.artifacts:
+        state = "verified " + a.verified_at.isoformat() if a.verified_at else (a.problem or "")
+        console.print(f"  {a.key}  {human_bytes(a.bytes)}  sha256 {a.sha256}  {state}")
+    for v in history:
+        console.print(f"  verification {v.finished_at.isoformat()}: "
+                      f"{'ok' if v.ok else 'FAILED ' + json.dumps(v.problems)}")
+
+
+# --- verify --------------------------------------------------------------------------------
+
+
+@app.command()
+@operator_errors
+def verify(
+    backup_id: Annotated[str | None, typer.Argument(help="Backup id to verify.")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Verify the newest committed backup "
+                      "of each target (or of --target).")] = False,
+    target: Annotated[str | None, typer.Option("--target", "-t")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read backups back from storage and compare them with their manifests."""
+    if bool(backup_id) == latest:
+        fail("give either a BACKUP_ID or --latest (see `runbook backups list`)")
+    if backup_id and target:
+        fail("--target goes with --latest, not with a BACKUP_ID")
+    cfg, catalog = _catalog(config)
+    if backup_id:
+        catalog.get_backup(backup_id)  # unknown ids fail before Prefect starts
+    if target:
+        cfg.target(target)
+    from flows.verify_backups import verify_backups
+
+    _completed, summary = _run_flow(
+        verify_backups, backup_ids=[backup_id] if backup_id else None, target=target,
+        config_path=_config_path(config),
+    )
+    reports = [_report_json(r) for r in summary.reports]
+    if as_json:
+        emit_json(reports[0] if len(reports) == 1 else {"ok": summary.ok, "verifications": reports})
+    else:
+        console = _console()
+        for r in summary.reports:
+            for check in r.artifacts:
+                mark = "[green]ok[/]" if check.ok else f"[red]{check.problem}[/]"
+                console.print(f"{r.backup_id}  {check.key}  {mark}  {check.detail or ''}")
+    raise typer.Exit(EXIT_OK if summary.ok else EXIT_FAILED)
+
+
+def _report_json(report: Any) -> dict[str, Any]:
+    return {
+        "backup_id": report.backup_id,
+        "target": report.target,
+        "ok": report.ok,
+        "artifacts": [
+            {"key": c.key, "ok": c.ok, "problem": c.problem, "detail": c.detail,
+             "bytes_read": c.bytes_read}
+            for c in report.artifacts
+        ],
+    }
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+@app.command()
+@operator_errors
+def retention(
+    apply: Annotated[bool, typer.Option("--apply", help="Delete for real (default: dry run).")]
+    = False,
+    target: Annotated[list[str] | None, typer.Option("--target", "-t")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan (and with --apply, carry out) the grandfather-father-son retention policy."""
+    cfg, _catalog_ = _catalog(config)
+    cfg.select_targets(target)
+    from flows.retention import retention as retention_flow
+
+    completed, summary = _run_flow(retention_flow, dry_run=not apply, targets=target or None,
+                                   config_path=_config_path(config))
+    if as_json:
+        emit_json(summary.model_dump(mode="json"))
+    else:
+        from rich.table import Table
+
+        table = Table(title="Retention " + ("(dry run)" if summary.dry_run else "(applied)"))
+        for column in ("target", "backup", "status", "time (UTC)", "action", "reasons"):
+            table.add_column(column)
+        for d in summary.decisions:
+            style = "green" if d.action == "keep" else "red"
+            table.add_row(d.target, d.id, d.status, d.at.strftime("%Y-%m-%d %H:%M"),
+                          f"[{style}]{d.action}[/]", "; ".join(d.reasons))
+        console = _console()
+        console.print(table)
+        g = summary.garbage
+        console.print(
+            f"garbage: {g['incomplete_uploads']} unfinished upload(s) removed; uncommitted "
+            f"folders {'deleted' if apply else 'to delete'}: {len(g['orphans_deleted'])}; "
+            f"committed folders imported: {len(g['orphans_imported'])}"
+        )
+    raise typer.Exit(EXIT_OK if completed else EXIT_FAILED)
+
+
+# --- config and demo -----------------------------------------------------------------------
+
+
+@app.command("check-config")
+@operator_errors
+def check_config(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Validate the config file and list its targets (secrets masked)."""
+    from runbook.config import TARGET_KIND, load_config
+
+    cfg = load_config(_config_path(config))
+    targets = [{"name": t.name, "kind": TARGET_KIND[type(t)]} for t in cfg.all_targets()]
+    if as_json:
+        emit_json({"ok": True, "config": str(cfg.source), "targets": targets})
+    else:
+        typer.echo(f"{cfg.source}: ok, {len(targets)} target(s): "
+                   + ", ".join(f"{t['name']} ({t['kind']})" for t in targets))
+
+
+@app.command()
+@operator_errors
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Folder for the demo's state.")] = Path(".runbook"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Start an embedded PostgreSQL with sample data and run backup -> verify -> retention."""
+    from flows.demo import run_demo
+
+    ok = run_demo(workdir.resolve(), as_json=as_json)
+    raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"runbook {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,394 @@
+"""runbook.yaml as pydantic models.
+
+- `${VAR}` and `${VAR:-default}` are expanded in every string value (`$$` is a literal `$`).
+- DSNs, URLs with passwords and keys are `SecretStr`: they print as `**********`.
+- Relative paths (local storage, SQLite catalog, files to back up) are resolved against the
+  folder of the config file, so the command works from any working directory.
+- Every error names the field path, e.g. `targets.postgres[0].dsn: field required`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from runbook.errors import ConfigError, NotFoundError
+
+DEFAULT_CONFIG = "runbook.yaml"
+CONFIG_ENV = "RUNBOOK_CONFIG"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'90s', '10m', '1h', '7d', '2w' or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like '30s', '10m', '1h', '7d', got {value!r}")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"expected a duration like '30s', '10m', '1h', '7d', got {value!r}")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Name = Annotated[
+    str,
+    Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="lowercase letters, digits, - and _"),
+]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- catalog and storage -------------------------------------------------------------------
+
+
+class LocalStorage(Model):
+    kind: Literal["local"]
+    path: Path
+
+
+class S3Storage(Model):
+    kind: Literal["s3"]
+    bucket: str = Field(min_length=3)
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    sse: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: str | None = None
+    part_size_mb: int = Field(default=16, ge=5, le=5120)
+    max_concurrency: int = Field(default=4, ge=1, le=32)
+    max_attempts: int = Field(default=5, ge=1, le=20, description="botocore attempts per request")
+    timeout: Duration = timedelta(seconds=60)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_without_slashes(cls, value: str) -> str:
+        return value.strip("/")
+
+    @model_validator(mode="after")
+    def _kms_needs_sse(self) -> S3Storage:
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise ValueError("sse_kms_key_id is set but sse is not 'aws:kms'")
+        return self
+
+
+Storage = Annotated[LocalStorage | S3Storage, Field(discriminator="kind")]
+
+
+class Retention(Model):
+    keep_last: int = Field(default=3, ge=0)
+    daily: int = Field(default=7, ge=0)
+    weekly: int = Field(default=4, ge=0)
+    monthly: int = Field(default=12, ge=0)
+    yearly: int = Field(default=0, ge=0)
+    grace: Duration = Field(
+        default=timedelta(hours=24),
+        description="failed or unfinished backups older than this are garbage-collected",
+    )
+
+
+class BackupSettings(Model):
+    compression_level: int = Field(default=3, ge=1, le=22, description="zstd level")
+    compression_threads: int = Field(default=0, ge=0, le=64, description="0 = one per core")
+    lock_timeout: Duration = Field(
+        default=timedelta(minutes=10),
+        description="how long a backup waits for another backup of the same target",
+    )
+    timeout: Duration = Field(default=timedelta(hours=6), description="per artifact")
+    retries: int = Field(default=3, ge=0, le=20, description="retries of transient faults")
+    retry_delay: Duration = timedelta(seconds=10)
+
+
+# --- targets -------------------------------------------------------------------------------
+
+
+class PostgresTarget(Model):
+    name: Name
+    dsn: SecretStr
+    schemas: list[str] = Field(
+        default_factory=list, description="empty = whole database; names = also one per schema"
+    )
+    bin_dir: Path | None = Field(default=None, description="folder with pg_dump/pg_restore")
+    connect_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_parses(cls, value: SecretStr) -> SecretStr:
+        from psycopg.conninfo import conninfo_to_dict
+
+        raw = value.get_secret_value()
+        if not raw.strip():
+            raise ValueError("empty DSN")
+        try:
+            parts = conninfo_to_dict(raw)
+        except Exception:
+            # psycopg's message may quote the DSN, password included: never repeat it.
+            raise ValueError(
+                "not a valid PostgreSQL DSN (expected postgresql://user@host:port/dbname "
+                "or 'host=... dbname=...')"
+            ) from None
+        if not parts.get("dbname"):
+            raise ValueError("the DSN names no database (postgresql://user@host:port/DBNAME)")
+        return value
+
+
+class RedisTarget(Model):
+    name: Name
+    url: SecretStr
+    timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("expected redis://[user:password@]host:port[/db] or rediss://...")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("the Redis URL has an invalid port") from None
+        return value
+
+
+class FilesTarget(Model):
+    name: Name
+    paths: list[Path] = Field(min_length=1)
+    exclude: list[str] = Field(default_factory=list, description="glob patterns to leave out")
+
+
+class Targets(Model):
+    postgres: list[PostgresTarget] = Field(default_factory=list)
+    redis: list[RedisTarget] = Field(default_factory=list)
+    files: list[FilesTarget] = Field(default_factory=list)
+
+
+TargetConfig = PostgresTarget | RedisTarget | FilesTarget
+TARGET_KIND = {PostgresTarget: "postgres", RedisTarget: "redis", FilesTarget: "files"}
+
+
+class Config(Model):
+    catalog: str = "sqlite:///.runbook/catalog.db"
+    storage: Storage = Field(default_factory=lambda: LocalStorage(kind="local", path=Path(".runbook/backups")))
+    retention: Retention = Field(default_factory=Retention)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    timezone: str = "UTC"
+    targets: Targets = Field(default_factory=Targets)
+    _source: Path | None = PrivateAttr(default=None)  # the file it came from
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)") from None
+        return value
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("expected sqlite:///path or postgresql+psycopg://user@host/db")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_target_names(self) -> Config:
+        seen: dict[str, str] = {}
+        for kind in ("postgres", "redis", "files"):
+            for index, target in enumerate(getattr(self.targets, kind)):
+                where = f"targets.{kind}[{index}]"
+                if target.name in seen:
+                    raise ValueError(
+                        f"{where}.name: {target.name!r} is already used by {seen[target.name]}"
+                    )
+                seen[target.name] = where
+        return self
+
+    # --- lookups ------------------------------------------------------------------------
+
+    def all_targets(self) -> list[TargetConfig]:
+        return [*self.targets.postgres, *self.targets.redis, *self.targets.files]
+
+    def target(self, name: str) -> TargetConfig:
+        for target in self.all_targets():
+            if target.name == name:
+                return target
+        known = ", ".join(t.name for t in self.all_targets()) or "none configured"
+        raise NotFoundError(f"unknown target {name!r} (known targets: {known})")
+
+    def select_targets(self, names: list[str] | None) -> list[TargetConfig]:
+        if not names:
+            return self.all_targets()
+        return [self.target(name) for name in names]
+
+    @property
+    def state_dir(self) -> Path:
+        """Where Runbook keeps local state (locks) beside the config file."""
+        base = self._source.parent if self._source else Path.cwd()
+        return base / ".runbook"
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+
+# --- loading -------------------------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, path: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(v, _join(path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path or '<root>'}: environment variable {name} is not set")
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _loc_to_path(loc: tuple[Any, ...], data: Any) -> str:
+    """('targets','postgres',0,'dsn') -> 'targets.postgres[0].dsn'; drops union tags."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if isinstance(node, dict) and part not in node and part in ("local", "s3"):
+            continue  # discriminator tag inserted by pydantic, not a key of the file
+        out = _join(out, str(part))
+        node = node.get(part) if isinstance(node, dict) else None
+    return out or "<root>"
+
+
+def format_validation_error(error: ValidationError, data: Any) -> str:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        message = item["msg"]
+        if item["type"] == "string_pattern_mismatch" and item["loc"][-1] == "name":
+            message = "use lowercase letters, digits, '-' and '_' (at most 63, starting alphanumeric)"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see runbook.example.yaml)"
+        elif item["type"] == "missing":
+            message = "field required"
+        message = message.removeprefix("Value error, ")
+        path = _loc_to_path(tuple(item["loc"]), data)
+        if message.startswith(("targets.", "storage.")) and ": " in message:
+            problems.append(message)  # model validators already name the field
+        else:
+            problems.append(f"{path}: {message}")
+    return "; ".join(problems)
+
+
+def resolve_config_path(path: str | Path | None) -> Path:
+    return Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read, expand and validate a config file. Raises ConfigError naming the field at fault."""
+    file = resolve_config_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{file}: config file not found (pass --config FILE or set ${CONFIG_ENV}; "
+            "runbook.example.yaml is a complete example)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from None
+    return parse_config(text, source=file)
+
+
+def parse_config(text: str, source: Path | None = None) -> Config:
+    label = str(source) if source else "config"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{label}: {problem}{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        data = _expand(data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{label}: {format_validation_error(exc, data)}") from None
+    if source is not None:
+        config = _resolve_paths(config, source.resolve())
+    return config
+
+
+def _resolve_paths(config: Config, source: Path) -> Config:
+    base = source.parent
+
+    def absolute(path: Path) -> Path:
+        path = path.expanduser()
+        return path if path.is_absolute() else base / path
+
+    storage = config.storage
+    if isinstance(storage, LocalStorage):
+        storage = storage.model_copy(update={"path": absolute(storage.path)})
+    catalog = config.catalog
+    if catalog.startswith("sqlite:///") and not catalog.startswith("sqlite:////"):
+        relative = catalog.removeprefix("sqlite:///")
+        if relative and relative != ":memory:":
+            catalog = f"sqlite:///{absolute(Path(relative))}"
+    files = [
+        f.model_copy(update={"paths": [absolute(p) for p in f.paths]}) for f in config.targets.files
+    ]
+    targets = config.targets.model_copy(update={"files": files})
+    resolved = config.model_copy(update={"storage": storage, "catalog": catalog, "targets": targets})
+    resolved._source = source
+    return resolved

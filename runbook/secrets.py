@@ -1,0 +1,51 @@
+"""Keeping secrets out of argv, logs, messages and artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+MASK = "***"
+
+
+def split_dsn(dsn: str) -> tuple[str, str | None]:
+    """A PostgreSQL DSN -> (conninfo without the password, the password or None).
+
+    The first part is safe for argv and messages; the password goes to PGPASSWORD.
+    """
+    params = conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    return make_conninfo(**params), (str(password) if password else None)
+
+
+def describe_dsn(dsn: str) -> str:
+    """user@host:port/dbname for messages: no password, no other options."""
+    params = conninfo_to_dict(dsn)
+    host = params.get("host") or "localhost"
+    port = params.get("port") or "5432"
+    user = params.get("user") or ""
+    return f"{user + '@' if user else ''}{host}:{port}/{params.get('dbname', '')}"
+
+
+def describe_url(url: str) -> str:
+    """A URL with its userinfo removed (redis://host:port/0)."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """Replace every occurrence of each secret (and its URL-encoded form) by ***."""
+    from urllib.parse import quote
+
+    for secret in secrets:
+        if secret and len(secret) >= 1:
+            text = text.replace(secret, MASK)
+            encoded = quote(secret, safe="")
+            if encoded != secret:
+                text = text.replace(encoded, MASK)
+    return text

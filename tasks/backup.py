@@ -1,0 +1,491 @@
+"""Taking a backup: dump -> zstd -> sha256 -> storage in one pass, manifest last.
+
+`create_backup` writes the artifacts and the manifest of one target and knows nothing of the
+catalog; `run_backup` wraps it with the per-target lock and the catalog's record
+(running -> stored, or failed / locked). Verification is tasks/integrity.py.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import queue
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from runbook.streams import ProcessStream, ZstdEncoder
+
+from runbook import __version__
+from runbook.catalog import BackupRecord, BackupStatus, Catalog, utcnow
+from runbook.config import (
+    TARGET_KIND,
+    BackupSettings,
+    Config,
+    FilesTarget,
+    PostgresTarget,
+    RedisTarget,
+    TargetConfig,
+)
+from runbook.errors import PermanentError
+from runbook.locks import LockTimeout, named_lock
+from runbook.manifest import (
+    Manifest,
+    ManifestArtifact,
+    artifact_key,
+    backup_prefix,
+    manifest_key,
+)
+from runbook.secrets import redact, split_dsn
+from runbook.storage import Storage
+
+log = logging.getLogger("runbook.backup")
+
+
+# --- one artifact --------------------------------------------------------------------------
+
+
+def store_artifact(
+    storage: Storage,
+    key: str,
+    name: str,
+    content: str,
+    chunks: Iterable[bytes],
+    settings: BackupSettings,
+    schema_name: str | None = None,
+) -> ManifestArtifact:
+    """Compress, hash and store one stream; the put commits only if the stream ended cleanly."""
+    started = time.monotonic()
+    encoder = ZstdEncoder(
+        chunks, level=settings.compression_level, threads=settings.compression_threads
+    )
+    info = storage.put(key, encoder)
+    if info.size != encoder.stored_bytes:
+        raise PermanentError(
+            f"{key}: storage reports {info.size} bytes but {encoder.stored_bytes} were written"
+        )
+    return ManifestArtifact(
+        name=name,
+        key=key,
+        content=content,
+        bytes=encoder.stored_bytes,
+        logical_bytes=encoder.logical_bytes,
+        sha256=encoder.sha256,
+        seconds=round(time.monotonic() - started, 3),
+        schema_name=schema_name,
+    )
+
+
+@dataclass
+class Dumped:
+    artifacts: list[ManifestArtifact]
+    source: dict[str, Any]
+    tools: dict[str, str]
+    timings: dict[str, float]
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+
+def dump_postgres(
+    target: PostgresTarget, storage: Storage, backup_id: str, settings: BackupSettings
+) -> Dumped:
+    """pg_dump -Fc of the whole database and of each configured schema, all in one snapshot;
+    exact row counts per table taken in that same snapshot while the dump runs."""
+    from tasks.postgres import (
+        client_env,
+        connect,
+        exact_row_counts,
+        exported_snapshot,
+        pick_binary,
+        schema_facts,
+        schema_fingerprint,
+        server_facts,
+    )
+
+    dsn = target.dsn.get_secret_value()
+    _, password = split_dsn(dsn)
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    with connect(dsn, connect_timeout=target.connect_timeout.total_seconds()) as conn:
+        facts = server_facts(conn)
+    pg_dump = pick_binary("pg_dump", facts["server_major"], target.bin_dir)
+    log.info("target %s: PostgreSQL %s, using %s", target.name, facts["server_version"],
+             pg_dump.describe())
+    conninfo, env = client_env(dsn)
+    artifacts: list[ManifestArtifact] = []
+
+    with exported_snapshot(dsn, target.connect_timeout.total_seconds()) as (conn, snapshot):
+        schema = schema_facts(conn)
+        present = {t["schema"] for t in schema["tables"]} | _schemas(conn)
+        missing = [s for s in target.schemas if s not in present]
+        if missing:
+            raise PermanentError(
+                f"target {target.name}: schema {missing[0]!r} does not exist in database "
+                f"{facts['database']!r} (check the target's schemas list)"
+            )
+        timings["facts"] = round(time.monotonic() - started, 3)
+        counter = _Background(lambda: exact_row_counts(conn, schema["tables"]))
+
+        archives: list[tuple[str, str | None]] = [("database", None)]
+        archives += [(f"schema-{name}", name) for name in target.schemas]
+        for name, schema_name in archives:
+            argv = [
+                pg_dump.path,
+                "--format=custom",
+                "--compress=0",
+                f"--snapshot={snapshot}",
+                "--no-password",
+                f"--lock-wait-timeout={int(settings.lock_timeout.total_seconds() * 1000)}",
+                f"--dbname={conninfo}",
+            ]
+            if schema_name:
+                argv.append(f"--schema={schema_name}")
+            stream = ProcessStream(
+                argv, env=env, timeout=settings.timeout.total_seconds(), name="pg_dump",
+                redact=[password] if password else [],
+            )
+            with stream:
+                artifact = store_artifact(
+                    storage, artifact_key(target.name, backup_id, name, "pg_dump-custom"),
+                    name, "pg_dump-custom", stream, settings, schema_name=schema_name,
+                )
+            artifacts.append(artifact)
+            timings[f"dump {name}"] = artifact.seconds
+        count_started = time.monotonic()
+        row_counts = counter.result()
+        timings["row counts (waited)"] = round(time.monotonic() - count_started, 3)
+
+    source = {
+        **facts,
+        "snapshot": snapshot,
+        "schemas": list(target.schemas),
+        "row_counts": row_counts,
+        "schema_fingerprint": schema_fingerprint(schema),
+        "schema": schema,
+    }
+    return Dumped(artifacts, source, {"pg_dump": pg_dump.describe()}, timings)
+
+
+def _schemas(conn: Any) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
+
+
+class _Background:
+    """Run a function in a thread; `result()` joins and re-raises its exception."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+# --- Redis ---------------------------------------------------------------------------------
+
+
+def dump_redis(
+    target: RedisTarget, storage: Storage, backup_id: str, settings: BackupSettings
+) -> Dumped:
+    """An RDB snapshot streamed over the replication protocol, as `redis-cli --rdb` takes it."""
+    from tasks.redis import redis_facts, stream_rdb
+
+    facts = redis_facts(target)
+    artifact = store_artifact(
+        storage, artifact_key(target.name, backup_id, "dump", "redis-rdb"), "dump", "redis-rdb",
+        stream_rdb(target), settings,
+    )
+    return Dumped([artifact], facts, {"redis": f"redis {facts.get('redis_version', '?')}"},
+                  {"dump": artifact.seconds})
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def dump_files(
+    target: FilesTarget, storage: Storage, backup_id: str, settings: BackupSettings
+) -> Dumped:
+    """A tar of the configured paths (runbook 004's config backup), streamed."""
+    missing = [str(p) for p in target.paths if not p.exists() and not p.is_symlink()]
+    if missing:
+        raise PermanentError(f"target {target.name}: path {missing[0]} does not exist")
+    stats: dict[str, int] = {"files": 0, "bytes": 0}
+    chunks = stream_tar(target.paths, target.exclude, stats)
+    artifact = store_artifact(
+        storage, artifact_key(target.name, backup_id, "files", "tar"), "files", "tar", chunks,
+        settings,
+    )
+    source = {"paths": [str(p) for p in target.paths], "exclude": list(target.exclude), **stats}
+    return Dumped([artifact], source, {"tar": f"python tarfile (pax) {__version__}"},
+                  {"dump": artifact.seconds})
+
+
+class _QueueWriter:
+    """A write-only file object whose writes become chunks of an iterator (bounded queue)."""
+
+    def __init__(self, chunk_size: int = 1 << 20, depth: int = 8):
+        self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
+        self.buffer = bytearray()
+        self.chunk_size = chunk_size
+        self.cancelled = threading.Event()
+
+    def write(self, data: bytes) -> int:
+        if self.cancelled.is_set():
+            raise OSError("the consumer stopped reading")
+        self.buffer += data
+        if len(self.buffer) >= self.chunk_size:
+            self._put(bytes(self.buffer))
+            self.buffer.clear()
+        return len(data)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self.cancelled.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self, error: BaseException | None) -> None:
+        if error is None and self.buffer:
+            self._put(bytes(self.buffer))
+        self._put(error)
+
+
+def stream_tar(
+    paths: list[Path], exclude: list[str], stats: dict[str, int] | None = None
+) -> Iterator[bytes]:
+    """A POSIX tar of `paths` as chunks; members named by their absolute path without '/'."""
+    writer = _QueueWriter()
+    stats = stats if stats is not None else {}
+
+    def excluded(path: str) -> bool:
+        return any(fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(os.path.basename(path),
+                   pattern) for pattern in exclude)
+
+    def produce() -> None:
+        error: BaseException | None = None
+        try:
+            with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for root in paths:
+                    for path in _walk(root):
+                        if excluded(str(path)):
+                            continue
+                        member = tar.gettarinfo(str(path), arcname=str(path).lstrip("/"))
+                        if member is None:  # sockets, devices
+                            continue
+                        if member.isreg():
+                            with open(path, "rb") as handle:
+                                tar.addfile(member, handle)
+                            stats["files"] = stats.get("files", 0) + 1
+                            stats["bytes"] = stats.get("bytes", 0) + member.size
+                        else:
+                            tar.addfile(member)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            error = exc
+        writer.finish(error)
+
+    thread = threading.Thread(target=produce, daemon=True, name="tar")
+    thread.start()
+    try:
+        while True:
+            item = writer.queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise PermanentError(f"tar: {item}") from item
+            yield item
+    finally:
+        writer.cancelled.set()
+        thread.join(timeout=10)
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    yield root
+    if root.is_dir() and not root.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(dirnames + filenames):
+                yield Path(dirpath) / name
+
+
+# --- one backup of one target --------------------------------------------------------------
+
+DUMPERS: dict[type, Callable[..., Dumped]] = {
+    PostgresTarget: dump_postgres,
+    RedisTarget: dump_redis,
+    FilesTarget: dump_files,
+}
+
+
+def create_backup(
+    target: TargetConfig,
+    storage: Storage,
+    backup_id: str,
+    settings: BackupSettings,
+    started_at: datetime,
+) -> Manifest:
+    """Write every artifact, then the manifest (the commit marker). On any failure, remove
+    what this attempt stored and re-raise."""
+    try:
+        dumped = DUMPERS[type(target)](target, storage, backup_id, settings)
+        manifest = Manifest(
+            backup_id=backup_id,
+            target=target.name,
+            kind=TARGET_KIND[type(target)],
+            started_at=started_at,
+            finished_at=utcnow(),
+            artifacts=dumped.artifacts,
+            source=dumped.source,
+            timings=dumped.timings,
+            tools={"runbook": __version__, **dumped.tools},
+        )
+        storage.put_bytes(manifest_key(target.name, backup_id), manifest.to_json())
+        return manifest
+    except BaseException:
+        discard_objects(storage, target.name, backup_id)
+        raise
+
+
+def discard_objects(storage: Storage, target: str, backup_id: str) -> int:
+    """Delete every object of one backup, manifest first (so it stops existing at once)."""
+    keys = [info.key for info in storage.list(backup_prefix(target, backup_id))]
+    keys.sort(key=lambda k: not k.endswith("/manifest.json"))
+    removed = 0
+    for key in keys:
+        try:
+            storage.delete(key)
+            removed += 1
+        except Exception as exc:  # noqa: BLE001 - cleanup is best effort, GC retries later
+            log.warning("could not delete %s: %s", key, exc)
+    return removed
+
+
+@dataclass
+class BackupOutcome:
+    record: BackupRecord
+    manifest: Manifest | None
+    lock_wait_seconds: float = 0.0
+
+
+def run_backup(
+    config: Config,
+    target: TargetConfig,
+    catalog: Catalog,
+    storage: Storage,
+    backup_id: str,
+    *,
+    flow_run_id: str | None = None,
+) -> BackupOutcome:
+    """Take the target's lock, record the attempt, create the backup, record the outcome.
+
+    A lock held by another run for longer than `backup.lock_timeout` ends as status
+    `locked`. Other failures are recorded as `failed` and re-raised so the caller can decide
+    whether to retry (TransientError) or not.
+    """
+    started_at = utcnow()
+    try:
+        record = catalog.get_backup(backup_id)
+    except Exception:
+        record = catalog.create_backup(
+            backup_id=backup_id, target=target.name, kind=TARGET_KIND[type(target)],
+            storage=storage.describe(), started_at=started_at, flow_run_id=flow_run_id,
+        )
+    attempt = record.attempts + 1
+    catalog.update_backup(backup_id, status=BackupStatus.RUNNING, attempts=attempt, error=None,
+                          started_at=started_at, finished_at=None)
+    secrets = _secrets_of(target)
+    try:
+        with named_lock(
+            config.catalog, f"backup-{target.name}", config.backup.lock_timeout.total_seconds()
+        ) as waited:
+            manifest = create_backup(target, storage, backup_id, config.backup, started_at)
+    except LockTimeout as exc:
+        record = catalog.update_backup(
+            backup_id, status=BackupStatus.LOCKED, finished_at=utcnow(),
+            error=f"another backup of target {target.name!r} is running: {exc}",
+        )
+        return BackupOutcome(record, None)
+    except BaseException as exc:
+        catalog.update_backup(
+            backup_id, status=BackupStatus.FAILED, finished_at=utcnow(),
+            error=redact(f"{type(exc).__name__}: {exc}", secrets)[:4000],
+        )
+        raise
+    catalog.clear_artifacts(backup_id)
+    from runbook.catalog import ArtifactRecord
+
+    for artifact in manifest.artifacts:
+        catalog.add_artifact(
+            backup_id, ArtifactRecord.model_validate(artifact.model_dump(exclude={"schema_name"}))
+        )
+    record = catalog.update_backup(
+        backup_id,
+        status=BackupStatus.STORED,
+        finished_at=manifest.finished_at,
+        bytes_stored=sum(a.bytes for a in manifest.artifacts),
+        bytes_logical=sum(a.logical_bytes for a in manifest.artifacts),
+        manifest_key=manifest.key,
+    )
+    return BackupOutcome(record, manifest, waited)
+
+
+def _secrets_of(target: TargetConfig) -> list[str | None]:
+    if isinstance(target, PostgresTarget):
+        dsn = target.dsn.get_secret_value()
+        try:
+            return [dsn, split_dsn(dsn)[1]]
+        except Exception:
+            return [dsn]
+    if isinstance(target, RedisTarget):
+        from urllib.parse import urlsplit
+
+        url = target.url.get_secret_value()
+        return [url, urlsplit(url).password]
+    return []
+
+
+# --- the Prefect task ----------------------------------------------------------------------
+
+
+
+@task(name="backup-target", task_run_name="backup-{target_name}", cache_policy=NO_CACHE,
+      persist_result=True)
+def backup_target(config_path: str | None, target_name: str, backup_id: str) -> BackupRecord:
+    """One backup of one target (retried by the flow on transient faults only)."""
+    from prefect.runtime import flow_run
+
+    from runbook.runtime import open_runtime
+
+    runtime = open_runtime(config_path)
+    target = runtime.config.target(target_name)
+    logger = get_run_logger()
+    outcome = run_backup(runtime.config, target, runtime.catalog, runtime.storage, backup_id,
+                         flow_run_id=str(flow_run.id) if flow_run.id else None)
+    record = outcome.record
+    if record.status == BackupStatus.LOCKED:
+        logger.warning("backup %s of %s: %s", backup_id, target_name, record.error)
+    else:
+        logger.info("backup %s of %s stored: %d artifact(s), %s bytes", backup_id, target_name,
+                    len(record.artifacts), record.bytes_stored)
+    return record

@@ -1,0 +1,344 @@
+"""Verifying backups by reading them back FROM STORAGE.
+
+`check_backup` is a read-only checker (like restic's checker): for every artifact of a manifest
+it streams the stored object, compares size and sha256 with the manifest, decompresses it to
+prove it decodes and inspects the content (pg_restore --list and the table list for PostgreSQL
+archives, the RDB framing for Redis, the tar structure for files). It returns typed findings;
+`verify_backup` records them in the catalog and decides the backup's status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import tarfile
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any, Literal
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+from runbook.streams import read_back
+
+from runbook.catalog import BackupStatus, Catalog, utcnow
+from runbook.errors import NotFoundError, TransientError
+from runbook.manifest import Manifest, ManifestArtifact, ManifestError, read_manifest
+from runbook.storage import ObjectNotFound, Storage
+from tasks.retry import retry_if_transient
+
+log = logging.getLogger("runbook.verify")
+
+Problem = Literal["missing", "size", "checksum", "undecodable", "content", "manifest"]
+REMEDY = {
+    "missing": "the object is gone from storage; take a new backup",
+    "size": "the stored object was truncated or replaced; take a new backup",
+    "checksum": "the stored bytes changed since the backup; take a new backup",
+    "undecodable": "the stored object does not decompress; take a new backup",
+    "content": "the archive is not what the manifest describes; take a new backup",
+    "manifest": "the manifest is missing or unreadable: the backup is not committed",
+}
+
+
+class ArtifactCheck(BaseModel):
+    key: str
+    ok: bool
+    problem: Problem | None = None
+    detail: str | None = None
+    bytes_read: int = 0
+    seconds: float = 0.0
+
+
+class VerificationReport(BaseModel):
+    backup_id: str
+    target: str
+    ok: bool
+    started_at: datetime
+    finished_at: datetime
+    artifacts: list[ArtifactCheck]
+
+    @property
+    def problems(self) -> list[ArtifactCheck]:
+        return [a for a in self.artifacts if not a.ok]
+
+
+# --- content inspectors: fed the decompressed stream chunk by chunk ------------------------
+
+
+class ProcessConsumer:
+    """Feeds chunks to a process's stdin; stops feeding once the process has read enough."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, timeout: float = 600):
+        self.out = tempfile.TemporaryFile()
+        self.err = tempfile.TemporaryFile()
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=self.out, stderr=self.err, env=env
+        )
+        self.open = True
+
+    def __call__(self, chunk: bytes) -> bool:
+        if not self.open:
+            return False
+        try:
+            self.proc.stdin.write(chunk)
+        except (BrokenPipeError, ValueError):
+            self.open = False
+        return self.open
+
+    def finish(self) -> tuple[int, str, str]:
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            rc = self.proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.out.seek(0)
+        self.err.seek(0)
+        out = self.out.read().decode(errors="replace")
+        err = self.err.read().decode(errors="replace")
+        self.out.close()
+        self.err.close()
+        return rc, out, err
+
+
+class ThreadConsumer:
+    """Feeds chunks through a pipe to `reader(fileobj)` running in a thread."""
+
+    def __init__(self, reader: Callable[[Any], str | None]):
+        read_fd, write_fd = os.pipe()
+        self.writer = os.fdopen(write_fd, "wb")
+        self.result: str | None = None
+        self.error: BaseException | None = None
+        self.open = True
+
+        def run() -> None:
+            with os.fdopen(read_fd, "rb") as handle:
+                try:
+                    self.result = reader(handle)
+                except BaseException as exc:  # noqa: BLE001 - reported by finish()
+                    self.error = exc
+                handle.read()  # drain so the writer never blocks
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def __call__(self, chunk: bytes) -> bool:
+        if not self.open:
+            return False
+        try:
+            self.writer.write(chunk)
+        except (BrokenPipeError, ValueError):
+            self.open = False
+        return self.open
+
+    def finish(self) -> str | None:
+        try:
+            self.writer.close()
+        except BrokenPipeError:
+            pass
+        self.thread.join()
+        if self.error is not None:
+            return f"{type(self.error).__name__}: {self.error}"
+        return self.result
+
+
+def _iter_file(handle: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := handle.read(size):
+        yield chunk
+
+
+def _tar_reader(handle: Any) -> str | None:
+    try:
+        with tarfile.open(fileobj=handle, mode="r|") as tar:
+            for member in tar:
+                if member.isreg():
+                    tar.extractfile(member).read()  # reading the body checks the framing
+    except tarfile.TarError as exc:
+        return f"not a readable tar archive: {exc}"
+    return None
+
+
+def _rdb_reader(handle: Any) -> str | None:
+    from tasks.redis import check_rdb_stream
+
+    return check_rdb_stream(_iter_file(handle))
+
+
+def _toc_tables(listing: str) -> set[str]:
+    """'schema table' of every TABLE DATA entry in `pg_restore --list` output."""
+    found = set()
+    for line in listing.splitlines():
+        match = re.match(r"^\d+; \d+ \d+ TABLE DATA (.+) \S+$", line)
+        if match:
+            found.add(match.group(1))
+    return found
+
+
+class _PgArchiveInspector:
+    def __init__(self, artifact: ManifestArtifact, manifest: Manifest):
+        from tasks.postgres import pick_binary
+
+        dumped_with = manifest.tools.get("pg_dump", "")
+        match = re.search(r"pg_dump (\d+)", dumped_with)
+        major = int(match.group(1)) if match else manifest.source.get("server_major", 0)
+        self.binary = pick_binary("pg_restore", major)
+        self.artifact = artifact
+        self.manifest = manifest
+        self.consumer = ProcessConsumer([self.binary.path, "--list"])
+
+    def __call__(self, chunk: bytes) -> bool:
+        return self.consumer(chunk)
+
+    def finish(self) -> str | None:
+        rc, out, err = self.consumer.finish()
+        if rc != 0:
+            tail = " ".join(err.strip().splitlines()[-3:])
+            return f"pg_restore --list failed ({self.binary.describe()}): {tail}"
+        listed = _toc_tables(out)
+        expected = [
+            t for t in self.manifest.source.get("schema", {}).get("tables", [])
+            if not t.get("partitioned")
+            and (self.artifact.schema_name is None or t["schema"] == self.artifact.schema_name)
+        ]
+        absent = [f"{t['schema']}.{t['name']}" for t in expected
+                  if f"{t['schema']} {t['name']}" not in listed]
+        if absent:
+            more = f" and {len(absent) - 1} more" if len(absent) > 1 else ""
+            return f"the archive has no data for table {absent[0]}{more} listed in the manifest"
+        return None
+
+
+def _inspector(artifact: ManifestArtifact, manifest: Manifest) -> Any:
+    if artifact.content == "pg_dump-custom":
+        return _PgArchiveInspector(artifact, manifest)
+    if artifact.content == "redis-rdb":
+        return ThreadConsumer(_rdb_reader)
+    return ThreadConsumer(_tar_reader)
+
+
+# --- the checker ---------------------------------------------------------------------------
+
+
+def check_artifact(storage: Storage, artifact: ManifestArtifact, manifest: Manifest) -> ArtifactCheck:
+    started = datetime.now().timestamp()
+
+    def result(problem: Problem | None, detail: str | None, read: int = 0) -> ArtifactCheck:
+        return ArtifactCheck(
+            key=artifact.key, ok=problem is None, problem=problem, detail=detail,
+            bytes_read=read, seconds=round(datetime.now().timestamp() - started, 3),
+        )
+
+    try:
+        info = storage.stat(artifact.key)
+    except ObjectNotFound:
+        return result("missing", f"{artifact.key} is not in storage ({storage.describe()})")
+    if info.size != artifact.bytes:
+        return result("size", f"{artifact.key}: {info.size} bytes stored, manifest says "
+                              f"{artifact.bytes}")
+    inspector = _inspector(artifact, manifest)
+    try:
+        report = read_back(storage.get(artifact.key), consumer=inspector)
+    except ObjectNotFound:
+        inspector.finish()
+        return result("missing", f"{artifact.key} disappeared during verification")
+    except BaseException:
+        inspector.finish()
+        raise
+    content_problem = inspector.finish()
+    if report.stored_bytes != artifact.bytes:
+        return result("size", f"{artifact.key}: read {report.stored_bytes} bytes, manifest says "
+                              f"{artifact.bytes}", report.stored_bytes)
+    if report.sha256 != artifact.sha256:
+        return result("checksum", f"{artifact.key}: sha256 {report.sha256[:16]}… does not match "
+                                  f"the manifest's {artifact.sha256[:16]}…", report.stored_bytes)
+    if report.decode_error:
+        return result("undecodable", f"{artifact.key}: {report.decode_error}", report.stored_bytes)
+    if report.decoded_bytes != artifact.logical_bytes:
+        return result("undecodable", f"{artifact.key}: decodes to {report.decoded_bytes} bytes, "
+                                     f"manifest says {artifact.logical_bytes}", report.stored_bytes)
+    if content_problem:
+        return result("content", f"{artifact.key}: {content_problem}", report.stored_bytes)
+    return result(None, None, report.stored_bytes)
+
+
+def check_backup(storage: Storage, manifest: Manifest) -> list[ArtifactCheck]:
+    return [check_artifact(storage, artifact, manifest) for artifact in manifest.artifacts]
+
+
+# --- verify and record ---------------------------------------------------------------------
+
+
+def verify_backup(catalog: Catalog, storage: Storage, backup_id: str) -> VerificationReport:
+    """Verify one committed backup and record the result: verified, or corrupt with the exact
+    damage per artifact. Transient storage errors propagate (nothing is recorded)."""
+    record = catalog.get_backup(backup_id)
+    if record.status not in (BackupStatus.STORED, BackupStatus.VERIFIED, BackupStatus.CORRUPT):
+        raise NotFoundError(
+            f"backup {backup_id} is {record.status.value}, not a committed backup; only stored "
+            "backups can be verified"
+        )
+    started = utcnow()
+    try:
+        manifest = read_manifest(storage, record.target, backup_id)
+        checks = check_backup(storage, manifest)
+    except (ObjectNotFound, ManifestError) as exc:
+        detail = (f"manifest {record.manifest_key} is not in storage"
+                  if isinstance(exc, ObjectNotFound) else str(exc))
+        checks = [ArtifactCheck(key=record.manifest_key or f"{record.target}/{backup_id}/",
+                                ok=False, problem="manifest", detail=detail)]
+    except TransientError:
+        raise
+    finished = utcnow()
+    ok = all(c.ok for c in checks)
+    for check in checks:
+        catalog.record_artifact_check(
+            backup_id, check.key, verified_at=finished if check.ok else None, problem=check.detail
+        )
+    catalog.add_verification(
+        backup_id, started_at=started, finished_at=finished, ok=ok,
+        problems=[c.model_dump(include={"key", "problem", "detail"}) for c in checks if not c.ok],
+    )
+    if ok:
+        catalog.update_backup(backup_id, status=BackupStatus.VERIFIED, verified_at=finished,
+                              error=None)
+    else:
+        first = next(c for c in checks if not c.ok)
+        catalog.update_backup(backup_id, status=BackupStatus.CORRUPT,
+                              error=f"{first.problem}: {first.detail}")
+        log.error("backup %s is corrupt: %s", backup_id, "; ".join(
+            f"{c.problem}: {c.detail}" for c in checks if not c.ok))
+    return VerificationReport(
+        backup_id=backup_id, target=record.target, ok=ok, started_at=started,
+        finished_at=finished, artifacts=checks,
+    )
+
+
+# --- the Prefect task ----------------------------------------------------------------------
+
+
+
+
+@task(name="verify-backup", task_run_name="verify-{backup_id}", cache_policy=NO_CACHE,
+      persist_result=True, retries=3, retry_delay_seconds=[5, 20, 60], retry_jitter_factor=0.5,
+      retry_condition_fn=retry_if_transient)
+def verify_backup_task(config_path: str | None, backup_id: str) -> VerificationReport:
+    from runbook.runtime import open_runtime
+
+    runtime = open_runtime(config_path)
+    report = verify_backup(runtime.catalog, runtime.storage, backup_id)
+    logger = get_run_logger()
+    if report.ok:
+        logger.info("backup %s verified: %d artifact(s) read back from storage and matched",
+                    backup_id, len(report.artifacts))
+    else:
+        for check in report.problems:
+            logger.error("backup %s: %s: %s", backup_id, check.problem, check.detail)
+    return report

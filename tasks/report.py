@@ -1,0 +1,105 @@
+"""Human-readable reports: markdown for Prefect artifacts, and the sizes/durations they show.
+
+Reports are built from catalog records and summaries only, which never hold secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact
+
+from runbook.catalog import BackupRecord
+
+
+def human_bytes(count: int | None) -> str:
+    if count is None:
+        return "-"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def ratio(logical: int | None, stored: int | None) -> str:
+    if not logical or not stored:
+        return "-"
+    return f"{logical / stored:.1f}x"
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def _table(header: list[str], rows: Iterable[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def backup_report_markdown(records: list[BackupRecord]) -> str:
+    rows = []
+    for record in records:
+        if not record.artifacts:
+            rows.append([record.target, record.id, "-", "-", "-", "-", "-",
+                         f"**{record.status.value}**: {record.error or ''}"])
+        for artifact in record.artifacts:
+            verified = (
+                "yes" if artifact.verified_at
+                else f"**no**: {artifact.problem}" if artifact.problem
+                else record.status.value
+            )
+            rows.append([
+                record.target, record.id, artifact.name, human_bytes(artifact.bytes),
+                ratio(artifact.logical_bytes, artifact.bytes), seconds(artifact.seconds),
+                f"`{artifact.sha256[:12]}`", verified,
+            ])
+    good = sum(1 for r in records if r.status.value == "verified")
+    head = f"# Backups: {good} of {len(records)} verified\n\n"
+    return head + _table(
+        ["target", "backup", "artifact", "size", "ratio", "duration", "sha256", "verified"], rows
+    )
+
+
+def verification_report_markdown(reports: list[Any]) -> str:
+    rows = []
+    for report in reports:
+        for check in report.artifacts:
+            rows.append([
+                report.target, report.backup_id, check.key, "ok" if check.ok else "**DAMAGED**",
+                check.problem or "", check.detail or "", human_bytes(check.bytes_read),
+            ])
+    good = sum(1 for r in reports if r.ok)
+    head = f"# Verification: {good} of {len(reports)} backups match their manifests\n\n"
+    return head + _table(["target", "backup", "key", "result", "problem", "detail", "read"], rows)
+
+
+def retention_report_markdown(summary: Any) -> str:
+    mode = "dry run (nothing deleted)" if summary.dry_run else "applied"
+    rows = [
+        [d.target, d.id, d.status, d.at.strftime("%Y-%m-%d %H:%M"), d.action, "; ".join(d.reasons)]
+        for d in summary.decisions
+    ]
+    garbage = summary.garbage
+    tail = (
+        f"\n\nGarbage: {garbage.get('incomplete_uploads', 0)} unfinished upload(s) removed, "
+        f"{len(garbage.get('orphans_deleted', []))} uncommitted folder(s) "
+        f"{'deleted' if not summary.dry_run else 'to delete'}, "
+        f"{len(garbage.get('orphans_imported', []))} committed folder(s) imported."
+    )
+    return f"# Retention, {mode}\n\n" + _table(
+        ["target", "backup", "status", "time", "action", "reasons"], rows
+    ) + tail
+
+
+def publish_markdown(key: str, markdown: str, description: str) -> None:
+    """A keyed artifact, so the Artifacts page shows the latest version."""
+    create_markdown_artifact(markdown=markdown, key=key, description=description)

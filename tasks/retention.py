@@ -1,0 +1,353 @@
+"""Retention planning as a pure function (modelled on restic's ApplyPolicy).
+
+`plan_retention` decides keep/delete for every backup of every target, with a reason each; it
+does no I/O. Deleting is a separate step that acts on the plan.
+
+Rules, per target, by recorded time (finished_at, else started_at), never by name or id:
+
+1. Only "verified" backups fill the policy buckets. Walking them newest first, keep_last keeps
+   the N newest; daily/weekly/monthly/yearly keep the newest backup of each of the N most
+   recent days/ISO weeks/months/years *that have a verified backup* (restic semantics), with
+   periods computed in the configured timezone.
+2. The newest verified backup is always kept, whatever the policy says.
+3. A verified backup in no bucket is deleted.
+4. Other statuses are judged by age against `policy.grace`: kept while their age is at most
+   grace, deleted once strictly older. "deleting" rows are always deleted (resume the deletion).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from runbook.catalog import ArtifactRecord, BackupStatus, Catalog, utcnow
+from runbook.config import Retention
+from runbook.errors import NotFoundError
+from runbook.manifest import MANIFEST_NAME, backup_prefix, read_manifest
+from runbook.storage import ObjectInfo, Storage, StorageError
+from tasks.backup import discard_objects
+
+log = logging.getLogger("runbook.retention")
+
+VERIFIED = "verified"
+STATUSES = frozenset({"verified", "stored", "corrupt", "failed", "running", "locked", "deleting"})
+
+Action = Literal["keep", "delete"]
+
+
+@dataclass(frozen=True)
+class RetentionCandidate:
+    id: str
+    target: str
+    status: str  # one of STATUSES
+    started_at: datetime  # tz-aware UTC
+    finished_at: datetime | None
+
+    @property
+    def at(self) -> datetime:
+        """The recorded time retention goes by."""
+        return self.finished_at if self.finished_at is not None else self.started_at
+
+
+@dataclass(frozen=True)
+class RetentionDecision:
+    id: str
+    target: str
+    status: str
+    at: datetime  # the recorded time used (finished_at or started_at)
+    action: Action
+    reasons: tuple[str, ...]
+
+
+def format_duration(value: timedelta) -> str:
+    """timedelta(hours=36) -> '1d12h'; timedelta(minutes=30) -> '30m'; zero -> '0s'."""
+    total_ms = round(value.total_seconds() * 1000)
+    sign = "-" if total_ms < 0 else ""
+    total_ms = abs(total_ms)
+    seconds, ms = divmod(total_ms, 1000)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if ms:
+        parts.append(f"{ms}ms")
+    return sign + ("".join(parts) or "0s")
+
+
+def _sort_key(candidate: RetentionCandidate) -> tuple[datetime, datetime, str]:
+    # Newest first by recorded time; started_at and id only break exact ties deterministically.
+    return (candidate.at, candidate.started_at, candidate.id)
+
+
+def _period_labels(zone: ZoneInfo) -> list[tuple[str, Callable[[datetime], str]]]:
+    def local(moment: datetime) -> datetime:
+        return moment.astimezone(zone)
+
+    def iso_week(moment: datetime) -> str:
+        year, week, _ = local(moment).isocalendar()
+        return f"{year:04d}-W{week:02d}"  # ISO year: 2027-01-02 is in 2026-W53
+
+    return [
+        ("daily", lambda m: local(m).strftime("%Y-%m-%d")),
+        ("weekly", iso_week),
+        ("monthly", lambda m: local(m).strftime("%Y-%m")),
+        ("yearly", lambda m: f"{local(m).year:04d}"),
+    ]
+
+
+def _plan_verified(
+    verified: Sequence[RetentionCandidate], policy: Retention, zone: ZoneInfo
+) -> dict[str, tuple[str, ...]]:
+    """Reasons to keep each verified backup (newest first); an empty tuple means delete."""
+    reasons: dict[str, list[str]] = {c.id: [] for c in verified}
+    if verified:
+        reasons[verified[0].id].append("newest verified")
+    for position, candidate in enumerate(verified[: policy.keep_last], start=1):
+        reasons[candidate.id].append(f"keep_last {position}/{policy.keep_last}")
+    for name, label_of in _period_labels(zone):
+        remaining = getattr(policy, name)
+        last_label: str | None = None
+        for candidate in verified:
+            if remaining <= 0:
+                break
+            label = label_of(candidate.at)
+            # Newest first, so the first backup seen in a period is that period's newest.
+            if label != last_label:
+                reasons[candidate.id].append(f"{name} {label}")
+                last_label = label
+                remaining -= 1
+    return {key: tuple(value) for key, value in reasons.items()}
+
+
+def _judge_by_age(
+    candidate: RetentionCandidate, now: datetime, grace: timedelta
+) -> tuple[Action, str]:
+    older = now - candidate.at > grace
+    grace_text = format_duration(grace)
+    status = candidate.status
+    if status == "deleting":
+        return "delete", "deleting, resume the earlier deletion"
+    if status == "stored":
+        if older:
+            return "delete", f"stored but never verified, older than grace {grace_text}"
+        return "keep", "awaiting verification"
+    if status == "corrupt":
+        if older:
+            return "delete", f"corrupt, older than grace {grace_text}"
+        return "keep", "corrupt, kept for inspection until grace"
+    if status == "running":
+        if older:
+            return "delete", f"running, older than grace {grace_text} (abandoned run)"
+        return "keep", "running"
+    # failed, locked
+    if older:
+        return "delete", f"{status}, older than grace {grace_text}"
+    return "keep", f"{status}, within grace"
+
+
+def _require_aware(value: datetime, what: str) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value.isoformat()}")
+
+
+def plan_retention(
+    candidates: Iterable[RetentionCandidate],
+    policy: Retention,
+    now: datetime,
+    tz: str = "UTC",
+) -> list[RetentionDecision]:
+    """One keep/delete decision per candidate, sorted by target then newest first."""
+    _require_aware(now, "now")
+    zone = ZoneInfo(tz)
+    by_target: dict[str, list[RetentionCandidate]] = defaultdict(list)
+    seen: set[str] = set()
+    for candidate in candidates:
+        if candidate.status not in STATUSES:
+            known = ", ".join(sorted(STATUSES))
+            raise ValueError(
+                f"backup {candidate.id!r}: unknown status {candidate.status!r} (known: {known})"
+            )
+        if candidate.id in seen:
+            raise ValueError(f"backup id {candidate.id!r} appears more than once")
+        seen.add(candidate.id)
+        _require_aware(candidate.started_at, f"backup {candidate.id!r} started_at")
+        if candidate.finished_at is not None:
+            _require_aware(candidate.finished_at, f"backup {candidate.id!r} finished_at")
+        by_target[candidate.target].append(candidate)
+
+    decisions: list[RetentionDecision] = []
+    for target in sorted(by_target):
+        history = sorted(by_target[target], key=_sort_key, reverse=True)
+        verified = [c for c in history if c.status == VERIFIED]
+        kept_verified = _plan_verified(verified, policy, zone)
+        for candidate in history:
+            if candidate.status == VERIFIED:
+                reasons = kept_verified[candidate.id]
+                action: Action = "keep" if reasons else "delete"
+                reasons = reasons or ("not in any bucket",)
+            else:
+                action, reason = _judge_by_age(candidate, now, policy.grace)
+                reasons = (reason,)
+            decisions.append(
+                RetentionDecision(
+                    id=candidate.id,
+                    target=candidate.target,
+                    status=candidate.status,
+                    at=candidate.at,
+                    action=action,
+                    reasons=reasons,
+                )
+            )
+    return decisions
+
+
+def summarize(decisions: Iterable[RetentionDecision]) -> dict[str, dict[str, int]]:
+    """{target: {"keep": n, "delete": m}} with both keys always present."""
+    counts: dict[str, dict[str, int]] = {}
+    for decision in decisions:
+        per_target = counts.setdefault(decision.target, {"keep": 0, "delete": 0})
+        per_target[decision.action] += 1
+    return counts
+
+
+# --- applying a plan (I/O) -----------------------------------------------------------------
+# Kept apart from the pure planner above: only these functions touch the catalog and storage.
+
+
+def candidates_from_catalog(catalog: Catalog, targets: Iterable[str] | None = None) -> list[
+    RetentionCandidate
+]:
+    wanted = set(targets) if targets else None
+    return [
+        RetentionCandidate(
+            id=r.id, target=r.target, status=r.status.value, started_at=r.started_at,
+            finished_at=r.finished_at,
+        )
+        for r in catalog.list_backups()
+        if wanted is None or r.target in wanted
+    ]
+
+
+def delete_backup(catalog: Catalog, storage: Storage, backup_id: str) -> int:
+    """Mark deleting (no longer listed as existing), delete its objects (manifest first),
+    then mark deleted. A crash in between leaves a `deleting` row that the next run resumes,
+    never a row that claims objects which are gone."""
+    record = catalog.get_backup(backup_id)
+    catalog.update_backup(backup_id, status=BackupStatus.DELETING)
+    removed = discard_objects(storage, record.target, backup_id)
+    leftover = list(storage.list(backup_prefix(record.target, backup_id)))
+    if leftover:
+        raise StorageError(
+            f"backup {backup_id}: {len(leftover)} object(s) could not be deleted "
+            f"(first: {leftover[0].key}); it stays 'deleting' and the next run retries"
+        )
+    catalog.update_backup(backup_id, status=BackupStatus.DELETED, deleted_at=utcnow())
+    return removed
+
+
+def apply_retention(
+    catalog: Catalog, storage: Storage, decisions: Iterable[RetentionDecision]
+) -> list[str]:
+    """Delete what the plan says to delete; returns the deleted ids. Re-checks, just before
+    each deletion, that it is not the newest verified backup of its target."""
+    deleted = []
+    for decision in decisions:
+        if decision.action != "delete":
+            continue
+        newest = catalog.latest_backup(decision.target)
+        if newest is not None and newest.id == decision.id:
+            log.error("refusing to delete %s: it is the newest verified backup of %s",
+                      decision.id, decision.target)
+            continue
+        delete_backup(catalog, storage, decision.id)
+        deleted.append(decision.id)
+    return deleted
+
+
+@dataclass(frozen=True)
+class Orphan:
+    target: str
+    backup_id: str
+    objects: int
+    newest: datetime
+    committed: bool  # a manifest exists
+
+
+def find_orphans(catalog: Catalog, storage: Storage) -> list[Orphan]:
+    """Backup folders in storage that the catalog does not know (or knows as deleted)."""
+    groups: dict[tuple[str, str], list[ObjectInfo]] = defaultdict(list)
+    for info in storage.list():
+        parts = info.key.split("/")
+        if len(parts) == 3:
+            groups[(parts[0], parts[1])].append(info)
+    known = {r.id: r for r in catalog.list_backups(include_deleted=True)}
+    orphans = []
+    for (target, backup_id), objects in sorted(groups.items()):
+        record = known.get(backup_id)
+        if record is not None and record.status != BackupStatus.DELETED:
+            continue
+        orphans.append(Orphan(
+            target=target, backup_id=backup_id, objects=len(objects),
+            newest=max(o.modified for o in objects),
+            committed=any(o.key.endswith("/" + MANIFEST_NAME) for o in objects),
+        ))
+    return orphans
+
+
+def import_backup(catalog: Catalog, storage: Storage, target: str, backup_id: str) -> None:
+    """Record a committed backup found in storage (storage wins over the catalog); it is
+    listed as stored until verification reads it back."""
+    manifest = read_manifest(storage, target, backup_id)
+    try:
+        catalog.get_backup(backup_id)
+        catalog.update_backup(backup_id, status=BackupStatus.STORED, deleted_at=None)
+    except NotFoundError:
+        catalog.create_backup(backup_id=backup_id, target=target, kind=manifest.kind,
+                              storage=storage.describe(), started_at=manifest.started_at)
+    catalog.clear_artifacts(backup_id)
+    for artifact in manifest.artifacts:
+        catalog.add_artifact(backup_id, ArtifactRecord.model_validate(
+            artifact.model_dump(exclude={"schema_name"})))
+    catalog.update_backup(
+        backup_id, status=BackupStatus.STORED, finished_at=manifest.finished_at,
+        manifest_key=manifest.key, error="imported from storage; not yet verified",
+        bytes_stored=sum(a.bytes for a in manifest.artifacts),
+        bytes_logical=sum(a.logical_bytes for a in manifest.artifacts),
+    )
+
+
+@dataclass
+class GarbageReport:
+    incomplete_uploads: int = 0
+    orphans_deleted: list[str] = field(default_factory=list)
+    orphans_imported: list[str] = field(default_factory=list)
+    orphans_kept: list[str] = field(default_factory=list)
+
+
+def collect_garbage(
+    catalog: Catalog, storage: Storage, now: datetime, grace: timedelta, *, apply: bool
+) -> GarbageReport:
+    """Leftovers of runs that died: unfinished uploads, and uncommitted backup folders the
+    catalog does not track, once older than grace. Committed ones are imported, not deleted."""
+    report = GarbageReport()
+    cutoff = now - grace
+    if apply:
+        report.incomplete_uploads = storage.cleanup_incomplete(cutoff)
+    for orphan in find_orphans(catalog, storage):
+        if orphan.committed:
+            if apply:
+                import_backup(catalog, storage, orphan.target, orphan.backup_id)
+            report.orphans_imported.append(orphan.backup_id)
+        elif orphan.newest < cutoff:
+            if apply:
+                discard_objects(storage, orphan.target, orphan.backup_id)
+            report.orphans_deleted.append(orphan.backup_id)
+        else:
+            report.orphans_kept.append(orphan.backup_id)
+    return report
