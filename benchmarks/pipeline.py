@@ -162,7 +162,7 @@ def report(runs: dict[str, list[dict]], facts: dict, loads: list[float], args) -
         stored = [r["stored_bytes"] for r in runs[case] if r.get("stored_bytes")]
         rss = [r["peak_rss_mib"] for r in runs[case] if "peak_rss_mib" in r]
         cells = [
-            TITLES[case],
+            TITLES[case].replace("|", "\\|"),
             _fmt(med[case]),
             _fmt(min(times)),
             _fmt(max(times)),
@@ -185,6 +185,21 @@ def report(runs: dict[str, list[dict]], facts: dict, loads: list[float], args) -
     for name, value, goal in targets:
         verdict = "met" if value >= goal else "MISSED"
         lines.append(f"- {name}: {value:.2f} ({verdict})")
+
+    def paired(case: str, base: str) -> str:
+        ratios = [b["seconds"] / x["seconds"] for b, x in zip(runs[base], runs[case], strict=True)]
+        return f"{_median(ratios):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+
+    lines += [
+        "",
+        "Same comparisons as medians of per-round ratios (each round runs every case once, "
+        "so these cancel slow phases of the machine):",
+        "",
+        f"- d speed vs b: {paired('d', 'b')}",
+        f"- d speed vs c: {paired('d', 'c')}",
+        f"- e speed vs b: {paired('e', 'b')}",
+        f"- a speed vs b: {paired('a', 'b')} (pg_dump alone: the ceiling)",
+    ]
 
     def timing(path: list[str]) -> str:
         values = []
@@ -216,7 +231,7 @@ def report(runs: dict[str, list[dict]], facts: dict, loads: list[float], args) -
         f"| {timing(['read_back', 'seconds'])} | {timing(['read_back', 'read'])} "
         f"| {timing(['read_back', 'hash'])} | {timing(['read_back', 'decode'])} |",
         "",
-        "Every round (seconds, in run order):",
+        "Every round (seconds; the order of the cases rotates from round to round):",
         "",
         "| round | " + " | ".join(CASES) + " |",
         "|---|" + "---:|" * len(CASES),

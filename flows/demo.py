@@ -28,7 +28,7 @@ def run_demo(workdir: Path, as_json: bool = False) -> bool:
     from flows.backup import backup
     from flows.retention import retention
     from flows.verify_backups import verify_backups
-    from tasks.report import human_bytes, ratio
+    from runbook.formatting import human_bytes, ratio
 
     console = Console(stderr=as_json, highlight=False)
     started = time.monotonic()

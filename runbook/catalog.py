@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     create_engine,
+    delete,
     event,
     select,
 )
@@ -194,6 +195,9 @@ def _record(row: BackupRow) -> BackupRecord:
 # --- the repository ------------------------------------------------------------------------
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration; a test keeps it equal to Alembic's head. When the database is already
+# there, opening the catalog skips importing Alembic (read-only commands must start fast).
+HEAD_REVISION = "0001"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -217,8 +221,19 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def current_revision(engine: Engine) -> str | None:
+    from sqlalchemy import inspect, text
+
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision."""
+    if current_revision(engine) == HEAD_REVISION:
+        return
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
@@ -319,7 +334,8 @@ class Catalog:
 
     def clear_artifacts(self, backup_id: str) -> None:
         with self.session() as session:
-            self._row(session, backup_id).artifacts.clear()
+            self._row(session, backup_id)
+            session.execute(delete(ArtifactRow).where(ArtifactRow.backup_id == backup_id))
 
     def record_artifact_check(
         self, backup_id: str, key: str, *, verified_at: datetime | None, problem: str | None

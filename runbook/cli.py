@@ -23,6 +23,8 @@ from runbook.errors import RunbookError
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "runbook")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline hosts: no telemetry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -74,7 +76,8 @@ def _config_path(config: Path | None) -> str:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False)
+    # Pipes and CI logs get full-width rows instead of columns squeezed to 80 characters.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def _run_flow(flow_fn: Any, **params: Any) -> tuple[bool, Any]:
@@ -127,7 +130,7 @@ def _backup_json(record: Any) -> dict[str, Any]:
 def _print_backups(records: list[Any]) -> None:
     from rich.table import Table
 
-    from tasks.report import human_bytes, ratio
+    from runbook.formatting import human_bytes, ratio
 
     table = Table(show_lines=False)
     for column in ("id", "target", "kind", "status", "finished (UTC)", "stored", "ratio",
@@ -202,7 +205,7 @@ def backups_show(
         return
     console = _console()
     _print_backups([record])
-    from tasks.report import human_bytes
+    from runbook.formatting import human_bytes
 
     for a in record.artifacts:
         state = "verified " + a.verified_at.isoformat() if a.verified_at else (a.problem or "")

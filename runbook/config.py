@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    TypeAdapter,
     SecretStr,
     ValidationError,
     field_validator,
@@ -48,6 +49,10 @@ def parse_duration(value: Any) -> timedelta:
         return timedelta(seconds=value)
     match = _DURATION.match(str(value))
     if not match:
+        try:  # ISO 8601 (PT1M), as pydantic writes a timedelta
+            return TypeAdapter(timedelta).validate_python(value)
+        except ValidationError:
+            pass
         raise ValueError(f"expected a duration like '30s', '10m', '1h', '7d', got {value!r}")
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
@@ -119,6 +124,10 @@ class BackupSettings(Model):
     lock_timeout: Duration = Field(
         default=timedelta(minutes=10),
         description="how long a backup waits for another backup of the same target",
+    )
+    table_lock_timeout: Duration = Field(
+        default=timedelta(minutes=5),
+        description="how long pg_dump waits for a table lock (pg_dump --lock-wait-timeout)",
     )
     timeout: Duration = Field(default=timedelta(hours=6), description="per artifact")
     retries: int = Field(default=3, ge=0, le=20, description="retries of transient faults")

@@ -102,9 +102,9 @@ def seed_shop(conn: psycopg.Connection, customers: int = 2000, orders: int = 200
             """
             INSERT INTO shop.orders (customer_id, items, note)
             SELECT first.id + (g %% %s), jsonb_build_object(
-                     'sku', 'SKU-' || (g % 97), 'qty', 1 + g % 5,
-                     'tags', jsonb_build_array('demo', 'ünïcødé', g % 3)),
-                   CASE WHEN g % 7 = 0 THEN 'expédié ✓' END
+                     'sku', 'SKU-' || (g %% 97), 'qty', 1 + g %% 5,
+                     'tags', jsonb_build_array('demo', 'ünïcødé', g %% 3)),
+                   CASE WHEN g %% 7 = 0 THEN 'expédié ✓' END
             FROM generate_series(1, %s) AS g,
                  (SELECT min(id) AS id FROM shop.customers) AS first
             """,

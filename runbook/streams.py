@@ -5,13 +5,18 @@
         storage.put(key, encoder)          # sha256/sizes in encoder after this returns
     report = read_back(storage.get(key))   # sha256 of the stored bytes + proof it decodes
 
-Design (measured in benchmarks/pipeline.py on 2 cores): one Python thread fills a reused
-1 MiB buffer from the pipe and hands it to zstd's own worker threads (`threads`), which do the
-compressing with the GIL released. Reading into a reused buffer avoids a fresh allocation (and
-its page faults) per read, and napping 1 ms after a short read lets a 1 MiB pipe fill instead
-of waking up for every 8 KiB that pg_dump writes; both matter because pg_dump and its
-server backend need the same two cores. Extra Python threads between reading and compressing
-cost more CPU in hand-offs than they won in overlap.
+Design (measured on 2 cores against `pg_dump -Fc -Z0 | zstd -1 -T0`, see
+benchmarks/pipeline.py): a read-ahead thread fills a pool of reused 1 MiB buffers from a 1 MiB
+pipe; the iterating thread hands each buffer to zstd, whose own worker threads (`threads`)
+compress with the GIL released, then hashes the output and yields it to storage.
+- Reused buffers instead of a fresh `bytes` per read: pg_dump writes 8 KiB at a time, and a
+  new allocation per read cost ~300k page faults and ~2 s of CPU per GB on these cores.
+- A 1 ms nap after a short read lets the pipe fill: ~10x fewer reads and wake-ups. pg_dump and
+  its server backend need the same two cores, so CPU saved here is dump speed.
+- The read-ahead thread keeps draining the pipe while zstd's compress() stalls (up to ~60 ms
+  when its workers fall behind), so pg_dump does not block on a full pipe.
+- Read-back decodes through zstd's stream writer (output in bounded 128 KiB pieces, whatever
+  the compression ratio) in a helper thread while the caller hashes.
 
 Every object here owns its state: instances can run side by side in a thread pool.
 """
@@ -145,6 +150,7 @@ class ProcessStream:
         self.chunk_size = chunk_size
         self._redact = [secret for secret in redact if secret]
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()  # held while a thread is inside readinto()
         self._timed_out = False
         self._eof = False
         self._iterating = False
@@ -187,28 +193,29 @@ class ProcessStream:
 
         Raises ProcessFailed when stdout ends and the process did not exit with 0.
         """
-        if self._failed is not None:
-            raise self._failed
-        if self._eof:
-            return 0
-        view = memoryview(buffer).cast("B")
-        size = len(view)
-        got = 0
-        stdout = self._stdout
-        nap = self._nap
-        while got < size:
-            try:
-                n = stdout.readinto(view[got:])
-            except ValueError:  # closed by close() from another thread
-                n = 0
-            if not n:
-                self._eof = True
-                self._finish()  # raises when the process failed: its last bytes are never handed on
-                break
-            got += n
-            if nap and n < _NAP_BELOW and got < size:
-                time.sleep(_NAP_SECONDS)
-        return got
+        with self._read_lock:
+            if self._failed is not None:
+                raise self._failed
+            if self._eof:
+                return 0
+            view = memoryview(buffer).cast("B")
+            size = len(view)
+            got = 0
+            stdout = self._stdout
+            nap = self._nap
+            while got < size:
+                try:
+                    n = stdout.readinto(view[got:])
+                except ValueError:  # closed by close()
+                    n = 0
+                if not n:
+                    self._eof = True
+                    self._finish()  # raises if the process failed: its last bytes never go on
+                    break
+                got += n
+                if nap and n < _NAP_BELOW and got < size:
+                    time.sleep(_NAP_SECONDS)
+            return got
 
     def __iter__(self) -> Iterator[bytes]:
         if self._iterating:
@@ -299,8 +306,14 @@ class ProcessStream:
             if self._proc.poll() is None:
                 self._kill()
         self._proc.wait()
-        self._eof = True
-        self._stdout.close()
+        # A reader in another thread sees EOF now that the group is dead; closing the fd
+        # under it could make it read a reused descriptor, so wait for it to leave.
+        if self._read_lock.acquire(timeout=5.0):
+            try:
+                self._eof = True
+                self._stdout.close()
+            finally:
+                self._read_lock.release()
         self._stderr.close()
 
     def __enter__(self) -> ProcessStream:
@@ -345,11 +358,16 @@ class ZstdEncoder:
     """Compress a stream into one standard zstd frame, hashing the compressed bytes.
 
     `source` is an iterable of bytes, or anything with `readinto` (a ProcessStream, a raw
-    file), which is read into one reused buffer. Iterating yields compressed chunks. After the
+    file), which is read into reused buffers. Iterating yields compressed chunks. After the
     iterator is exhausted: `logical_bytes`, `stored_bytes`, `sha256` (hex digest of exactly
     the yielded bytes), `timings`. `threads` = zstd worker threads; 0 means one per core,
     like `zstd -T0`. The frame carries a content checksum (as the zstd CLI writes by default),
     so `zstd -d` and `read_back` also check the decompressed bytes.
+
+    `read_ahead` pieces of `read_size` bytes are read by a helper thread ahead of compression
+    (0: read in the iterating thread). With an iterable source that thread runs the iterator.
+    An exception from the source (ProcessFailed) reaches the consumer before the end of the
+    stream, so `Storage.put` does not commit.
 
     If iteration stops early (the consumer failed or closed it), the source is closed too, so
     a ProcessStream's process is killed rather than left blocked on a full pipe.
@@ -362,6 +380,7 @@ class ZstdEncoder:
         level: int = 3,
         threads: int = 0,
         read_size: int = CHUNK_SIZE,
+        read_ahead: int = 8,
     ):
         if level > zstandard.MAX_COMPRESSION_LEVEL:
             raise ValueError(
@@ -373,6 +392,7 @@ class ZstdEncoder:
         self.level = level
         self.threads = threads or _cpu_count()
         self.read_size = read_size
+        self.read_ahead = read_ahead
         self.logical_bytes = 0
         self.stored_bytes = 0
         self.sha256: str | None = None
@@ -394,21 +414,35 @@ class ZstdEncoder:
         return self._encode()
 
     def _inputs(self) -> Iterator[memoryview | bytes]:
-        readinto = getattr(self.source, "readinto", None)
-        if readinto is not None:
-            buffer = bytearray(self.read_size)
-            view = memoryview(buffer)
-            while n := readinto(view):
-                # zstd copies the input before compress() returns, so the buffer is reusable.
-                yield view[:n] if n < len(view) else view
-            return
-        for chunk in self.source:
-            if len(chunk) <= self.read_size:
-                yield chunk
-            else:  # bound zstd's output per call, whatever size the producer chose
-                big = memoryview(chunk)
-                for start in range(0, len(big), self.read_size):
-                    yield big[start : start + self.read_size]
+        """The source in pieces of at most read_size; each is valid until the next one.
+
+        Closing this generator before the end stops the source too (kills a ProcessStream).
+        """
+        ahead = None
+        if self.read_ahead > 0:
+            ahead = _ReadAhead(self.source, self.read_size, self.read_ahead)
+            pieces: Iterator = iter(ahead)
+        elif hasattr(self.source, "readinto"):
+            pieces = _read_into_one_buffer(self.source, self.read_size)
+        else:
+            pieces = iter(self.source)
+        finished = False
+        try:
+            for chunk in pieces:
+                if len(chunk) <= self.read_size:
+                    yield chunk
+                else:  # bound zstd's output per call, whatever size the producer chose
+                    big = memoryview(chunk)
+                    for start in range(0, len(big), self.read_size):
+                        yield big[start : start + self.read_size]
+            finished = True
+        finally:
+            if ahead is not None:
+                ahead.close(early=not finished)
+            elif not finished:
+                close = getattr(self.source, "close", None)
+                if close is not None:
+                    close()
 
     def _encode(self) -> Iterator[bytes]:
         clock = time.perf_counter
@@ -447,10 +481,96 @@ class ZstdEncoder:
         finally:
             timings.total = clock() - began
             if not finished:
-                inputs.close()
-                close = getattr(self.source, "close", None)
-                if close is not None:
-                    close()
+                inputs.close()  # stops the source: a dump is killed, not left on a full pipe
+
+
+def _read_into_one_buffer(source, size: int) -> Iterator[memoryview]:
+    view = memoryview(bytearray(size))
+    while n := source.readinto(view):
+        # zstd copies the input before compress() returns, so the buffer is reusable.
+        yield view[:n] if n < size else view
+
+
+_END = object()
+_STOP = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class _ReadAhead:
+    """Reads the source in a helper thread, up to `depth` pieces ahead of the consumer.
+
+    zstd's compress() stalls now and then for tens of milliseconds while its workers catch up;
+    without this, pg_dump would block on a full pipe meanwhile. Sources with `readinto` are
+    read into a pool of `depth` reused buffers; a yielded view is valid until the next piece
+    is requested. Anything the source raises (ProcessFailed) is raised in the consumer, after
+    the pieces read before it.
+    """
+
+    def __init__(self, source, read_size: int, depth: int):
+        self._source = source
+        self._full: queue.SimpleQueue = queue.SimpleQueue()
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self._readinto = getattr(source, "readinto", None)
+        for _ in range(depth):
+            self._free.put(memoryview(bytearray(read_size)) if self._readinto else None)
+        self._closed = False
+        self._thread = threading.Thread(target=self._read, name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        full, free, readinto = self._full, self._free, self._readinto
+        try:
+            if readinto is not None:
+                while (view := free.get()) is not _STOP:
+                    n = readinto(view)
+                    if not n:
+                        break
+                    full.put((view, n))
+            else:
+                iterator = iter(self._source)
+                try:
+                    for chunk in iterator:
+                        if free.get() is _STOP:
+                            return
+                        full.put((chunk, None))
+                finally:
+                    # Only this thread may close a generator it is running.
+                    close = getattr(iterator, "close", None)
+                    if close is not None:
+                        close()
+        except BaseException as exc:
+            full.put(_Failure(exc))
+            return
+        full.put(_END)
+
+    def __iter__(self) -> Iterator[memoryview | bytes]:
+        full, free = self._full, self._free
+        while (item := full.get()) is not _END:
+            if isinstance(item, _Failure):
+                raise item.exc
+            piece, n = item
+            if n is None:
+                yield piece
+                free.put(None)
+            else:
+                yield piece[:n] if n < len(piece) else piece
+                free.put(piece)  # the consumer is done with it: the buffer is free again
+
+    def close(self, early: bool) -> None:
+        """Stop the helper thread; when `early`, stop the producer too (kill pg_dump)."""
+        if self._closed:
+            return
+        self._closed = True
+        if early and self._readinto is not None:
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()  # a reader blocked on the pipe then sees EOF
+        self._free.put(_STOP)
+        self._thread.join(5.0)
 
 
 def _cpu_count() -> int:

@@ -123,7 +123,9 @@ def dump_postgres(
     conninfo, env = client_env(dsn)
     artifacts: list[ManifestArtifact] = []
 
-    with exported_snapshot(dsn, target.connect_timeout.total_seconds()) as (conn, snapshot):
+    with exported_snapshot(
+        dsn, target.connect_timeout.total_seconds(), settings.table_lock_timeout.total_seconds()
+    ) as (conn, snapshot):
         schema = schema_facts(conn)
         present = {t["schema"] for t in schema["tables"]} | _schemas(conn)
         missing = [s for s in target.schemas if s not in present]
@@ -144,7 +146,7 @@ def dump_postgres(
                 "--compress=0",
                 f"--snapshot={snapshot}",
                 "--no-password",
-                f"--lock-wait-timeout={int(settings.lock_timeout.total_seconds() * 1000)}",
+                f"--lock-wait-timeout={int(settings.table_lock_timeout.total_seconds() * 1000)}",
                 f"--dbname={conninfo}",
             ]
             if schema_name:

@@ -350,16 +350,22 @@ def exact_row_counts(conn: psycopg.Connection, tables: list[dict[str, Any]]) -> 
 
 
 @contextmanager
-def exported_snapshot(dsn: str, connect_timeout: float = 10) -> Iterator[tuple[psycopg.Connection, str]]:
+def exported_snapshot(
+    dsn: str, connect_timeout: float = 10, lock_timeout: float = 300
+) -> Iterator[tuple[psycopg.Connection, str]]:
     """A REPEATABLE READ, READ ONLY transaction and its exported snapshot id.
 
     Everything read on the connection and every `pg_dump --snapshot=<id>` started while the
     block is open sees the same data. The transaction stays open until the block exits.
+    Queries give up after `lock_timeout` seconds behind a conflicting lock (a long DDL) with a
+    transient error, instead of hanging.
     """
     conn = connect(dsn, connect_timeout=connect_timeout)
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
     try:
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(
+            sql.Literal(f"{max(1, int(lock_timeout * 1000))}ms")))
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         yield conn, snapshot
     except psycopg.Error as exc:

@@ -11,29 +11,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact
 
 from runbook.catalog import BackupRecord
-
-
-def human_bytes(count: int | None) -> str:
-    if count is None:
-        return "-"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def ratio(logical: int | None, stored: int | None) -> str:
-    if not logical or not stored:
-        return "-"
-    return f"{logical / stored:.1f}x"
-
-
-def seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+from runbook.formatting import human_bytes, ratio, seconds
 
 
 def _table(header: list[str], rows: Iterable[list[Any]]) -> str:

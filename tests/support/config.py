@@ -22,7 +22,7 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
             "backup": {"retries": 2, "retry_delay": "0.1s", "lock_timeout": "30s"},
         }
         for key, value in sections.items():
-            if isinstance(value, dict) and isinstance(data.get(key), dict):
+            if key != "storage" and isinstance(value, dict) and isinstance(data.get(key), dict):
                 data[key] = {**data[key], **value}
             else:
                 data[key] = value

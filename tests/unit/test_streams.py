@@ -76,11 +76,40 @@ def test_round_trip_through_encoder_read_back_and_zstd_cli(tmp_path, level, thre
     assert cli.stdout == data
 
 
-def test_encoder_reads_into_a_reused_buffer_from_readable_sources():
+@pytest.mark.parametrize("read_ahead", [0, 1, 8])
+def test_encoder_reads_readable_sources_into_reused_buffers(read_ahead):
     data = sample_data(3 * MiB + 1)
-    encoder, out = encode(io.BytesIO(data), level=1, threads=1, read_size=256 * 1024)
+    encoder, out = encode(
+        io.BytesIO(data), level=1, threads=1, read_size=256 * 1024, read_ahead=read_ahead
+    )
     assert encoder.logical_bytes == len(data)
     assert zstandard.ZstdDecompressor().decompressobj().decompress(b"".join(out)) == data
+
+
+@pytest.mark.parametrize("read_ahead", [0, 8])
+def test_encoder_passes_on_a_source_failure_after_the_data_before_it(read_ahead):
+    def source():
+        yield b"x" * MiB
+        yield b"y" * MiB
+        raise ProcessFailed("pg_dump exited with code 1: boom", name="pg_dump", returncode=1)
+
+    encoder = ZstdEncoder(source(), level=1, read_ahead=read_ahead)
+    with pytest.raises(ProcessFailed, match="boom"):
+        for _ in encoder:
+            pass
+    assert encoder.logical_bytes == 2 * MiB
+    assert not encoder.done and encoder.sha256 is None
+
+
+@pytest.mark.parametrize("read_ahead", [0, 8])
+def test_stopping_the_encoder_early_kills_the_dump(read_ahead):
+    stream = ProcessStream(["yes"], name="dump")
+    chunks = iter(ZstdEncoder(stream, level=1, read_ahead=read_ahead))
+    started = time.monotonic()
+    next(chunks)
+    chunks.close()
+    assert stream.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 5
 
 
 def test_encoder_of_empty_input_is_a_valid_empty_frame():
