@@ -60,6 +60,7 @@ def backup(
     publish_markdown("backup-report", backup_report_markdown(records), "Backups of this run")
     if not summary.ok:
         bad = [f"{r.target}: {r.status.value}" for r in records if r.status != wanted]
-        return Failed(message=f"{len(bad)} backup(s) not {wanted.value}: {', '.join(bad)}",
-                      data=summary)
+        return Failed(
+            message=f"{len(bad)} backup(s) not {wanted.value}: {', '.join(bad)}", data=summary
+        )
     return summary

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def run_demo(workdir: Path, as_json: bool = False) -> bool:
     from flows.verify_backups import verify_backups
     from runbook.formatting import human_bytes, ratio
 
-    console = Console(stderr=as_json, highlight=False)
+    stream = sys.stderr if as_json else sys.stdout
+    console = Console(stderr=as_json, highlight=False, width=None if stream.isatty() else 160)
     started = time.monotonic()
     workdir = workdir / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -39,8 +41,10 @@ def run_demo(workdir: Path, as_json: bool = False) -> bool:
     dsn = seed_sample_data(server)
     with_redis = redis_reachable()
     config = write_demo_config(workdir, dsn, with_redis)
-    console.print(f"[bold]2.[/] config {config} (redis target: "
-                  f"{'yes' if with_redis else 'no Redis on 127.0.0.1:6379'})")
+    console.print(
+        f"[bold]2.[/] config {config} (redis target: "
+        f"{'yes' if with_redis else 'no Redis on 127.0.0.1:6379'})"
+    )
 
     console.print("[bold]3.[/] backup flow (dump -> zstd -> sha256 -> storage, then verify)")
     b_state = backup(config_path=str(config), return_state=True)
@@ -54,12 +58,18 @@ def run_demo(workdir: Path, as_json: bool = False) -> bool:
 
     failures = [s.name for s in (b_state, v_state, r_state) if not s.is_completed()]
     if as_json:
-        print(json.dumps({
-            "ok": not failures,
-            "backups": [x.model_dump(mode="json") for x in getattr(b, "backups", [])],
-            "verified": getattr(v, "ok", False),
-            "retention": [d.model_dump(mode="json") for d in getattr(r, "decisions", [])],
-        }, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "ok": not failures,
+                    "backups": [x.model_dump(mode="json") for x in getattr(b, "backups", [])],
+                    "verified": getattr(v, "ok", False),
+                    "retention": [d.model_dump(mode="json") for d in getattr(r, "decisions", [])],
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return not failures
 
     table = Table(title="Runbook demo: this run's backups")
@@ -67,17 +77,32 @@ def run_demo(workdir: Path, as_json: bool = False) -> bool:
         table.add_column(column)
     for record in getattr(b, "backups", []):
         for a in record.artifacts:
-            table.add_row(record.target, record.id, a.name, human_bytes(a.bytes),
-                          ratio(a.logical_bytes, a.bytes), a.sha256[:12],
-                          "[green]yes[/]" if a.verified_at else f"[red]{a.problem or 'no'}[/]")
+            table.add_row(
+                record.target,
+                record.id,
+                a.name,
+                human_bytes(a.bytes),
+                ratio(a.logical_bytes, a.bytes),
+                a.sha256[:12],
+                "[green]yes[/]" if a.verified_at else f"[red]{a.problem or 'no'}[/]",
+            )
         if not record.artifacts:
-            table.add_row(record.target, record.id, "-", "-", "-", "-",
-                          f"[red]{record.status.value}: {record.error}[/]")
+            table.add_row(
+                record.target,
+                record.id,
+                "-",
+                "-",
+                "-",
+                "-",
+                f"[red]{record.status.value}: {record.error}[/]",
+            )
     console.print(table)
     if r is not None and hasattr(r, "decisions"):
         keep = sum(1 for d in r.decisions if d.action == "keep")
-        console.print(f"retention (dry run): keep {keep}, delete {len(r.decisions) - keep} "
-                      "(`runbook retention --config ... --apply` deletes)")
+        console.print(
+            f"retention (dry run): keep {keep}, delete {len(r.decisions) - keep} "
+            "(`runbook retention --config ... --apply` deletes)"
+        )
     console.print(
         f"{'[green]all flows completed' if not failures else '[red]failed: ' + ', '.join(failures)}"
         f"[/] in {time.monotonic() - started:.0f} s. Try: .venv/bin/runbook backups list "

@@ -57,13 +57,20 @@ def retention(
         candidates_from_catalog(runtime.catalog, names), config.retention, now, config.timezone
     )
     deleted = [] if dry_run else apply_retention(runtime.catalog, runtime.storage, decisions)
-    garbage = collect_garbage(runtime.catalog, runtime.storage, now, config.retention.grace,
-                              apply=not dry_run)
+    garbage = collect_garbage(
+        runtime.catalog, runtime.storage, now, config.retention.grace, apply=not dry_run
+    )
     summary = RetentionSummary(
         dry_run=dry_run,
         decisions=[
-            RetentionItem(id=d.id, target=d.target, status=d.status, at=d.at, action=d.action,
-                          reasons=list(d.reasons))
+            RetentionItem(
+                id=d.id,
+                target=d.target,
+                status=d.status,
+                at=d.at,
+                action=d.action,
+                reasons=list(d.reasons),
+            )
             for d in decisions
         ],
         deleted=deleted,

@@ -48,10 +48,12 @@ def verify_backups(
             )
     reports = [verify_backup_task(config_path, backup_id) for backup_id in ids]
     summary = VerifyRunSummary(ok=all(r.ok for r in reports), reports=reports)
-    publish_markdown("verification-report", verification_report_markdown(reports),
-                     "Backup verification")
+    publish_markdown(
+        "verification-report", verification_report_markdown(reports), "Backup verification"
+    )
     if not summary.ok:
         bad = [r.backup_id for r in reports if not r.ok]
-        return Failed(message=f"backup(s) do not match their manifests: {', '.join(bad)}",
-                      data=summary)
+        return Failed(
+            message=f"backup(s) do not match their manifests: {', '.join(bad)}", data=summary
+        )
     return summary

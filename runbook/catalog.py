@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -114,7 +115,7 @@ class ArtifactRow(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     logical_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    seconds: Mapped[float | None] = mapped_column(nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     problem: Mapped[str | None] = mapped_column(Text, nullable=True)
 
@@ -270,13 +271,25 @@ class Catalog:
     # backups
 
     def create_backup(
-        self, *, backup_id: str, target: str, kind: str, storage: str, started_at: datetime,
+        self,
+        *,
+        backup_id: str,
+        target: str,
+        kind: str,
+        storage: str,
+        started_at: datetime,
         flow_run_id: str | None = None,
     ) -> BackupRecord:
         with self.session() as session:
             row = BackupRow(
-                id=backup_id, target=target, kind=kind, status=BackupStatus.RUNNING,
-                started_at=started_at, storage=storage, attempts=0, flow_run_id=flow_run_id,
+                id=backup_id,
+                target=target,
+                kind=kind,
+                status=BackupStatus.RUNNING,
+                started_at=started_at,
+                storage=storage,
+                attempts=0,
+                flow_run_id=flow_run_id,
             )
             session.add(row)
             session.flush()
@@ -318,9 +331,9 @@ class Catalog:
             return [_record(row) for row in session.scalars(query)]
 
     def latest_backup(
-        self, target: str | None = None, statuses: frozenset[BackupStatus] = frozenset(
-            {BackupStatus.VERIFIED}
-        ),
+        self,
+        target: str | None = None,
+        statuses: frozenset[BackupStatus] = frozenset({BackupStatus.VERIFIED}),
     ) -> BackupRecord | None:
         found = self.list_backups(target=target, statuses=statuses, limit=1)
         return found[0] if found else None
@@ -349,14 +362,22 @@ class Catalog:
     # verifications
 
     def add_verification(
-        self, backup_id: str, *, started_at: datetime, finished_at: datetime, ok: bool,
+        self,
+        backup_id: str,
+        *,
+        started_at: datetime,
+        finished_at: datetime,
+        ok: bool,
         problems: list[dict[str, Any]],
     ) -> None:
         with self.session() as session:
             self._row(session, backup_id)
             session.add(
                 VerificationRow(
-                    backup_id=backup_id, started_at=started_at, finished_at=finished_at, ok=ok,
+                    backup_id=backup_id,
+                    started_at=started_at,
+                    finished_at=finished_at,
+                    ok=ok,
                     problems=json.dumps(problems),
                 )
             )
@@ -370,8 +391,11 @@ class Catalog:
         with self.session() as session:
             return [
                 VerificationRecord(
-                    backup_id=v.backup_id, started_at=v.started_at, finished_at=v.finished_at,
-                    ok=v.ok, problems=json.loads(v.problems),
+                    backup_id=v.backup_id,
+                    started_at=v.started_at,
+                    finished_at=v.finished_at,
+                    ok=v.ok,
+                    problems=json.loads(v.problems),
                 )
                 for v in session.scalars(query)
             ]

@@ -39,8 +39,12 @@ app.add_typer(backups_app, name="backups")
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="runbook.yaml to use [default: ./runbook.yaml or "
-                 "$RUNBOOK_CONFIG]", show_default=False),
+    typer.Option(
+        "--config",
+        "-c",
+        help="runbook.yaml to use [default: ./runbook.yaml or $RUNBOOK_CONFIG]",
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
 
@@ -97,10 +101,13 @@ def _run_flow(flow_fn: Any, **params: Any) -> tuple[bool, Any]:
 @app.command()
 @operator_errors
 def backup(
-    target: Annotated[list[str] | None, typer.Option("--target", "-t",
-                      help="Target to back up (repeatable) [default: all]")] = None,
-    no_verify: Annotated[bool, typer.Option("--no-verify",
-                         help="Skip the read-back verification (not recommended).")] = False,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", "-t", help="Target to back up (repeatable) [default: all]"),
+    ] = None,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Skip the read-back verification (not recommended).")
+    ] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -114,8 +121,9 @@ def backup(
         fail(f"{path}: no targets configured (add targets.postgres, .redis or .files)")
     from flows.backup import backup as backup_flow
 
-    _completed, summary = _run_flow(backup_flow, targets=target or None, config_path=path,
-                                    verify=not no_verify)
+    _completed, summary = _run_flow(
+        backup_flow, targets=target or None, config_path=path, verify=not no_verify
+    )
     if as_json:
         emit_json({"ok": summary.ok, "backups": [_backup_json(b) for b in summary.backups]})
     else:
@@ -133,16 +141,28 @@ def _print_backups(records: list[Any]) -> None:
     from runbook.formatting import human_bytes, ratio
 
     table = Table(show_lines=False)
-    for column in ("id", "target", "kind", "status", "finished (UTC)", "stored", "ratio",
-                   "artifacts"):
+    for column in (
+        "id",
+        "target",
+        "kind",
+        "status",
+        "finished (UTC)",
+        "stored",
+        "ratio",
+        "artifacts",
+    ):
         table.add_column(column)
     for r in records:
         status = r.status.value
         style = {"verified": "green", "stored": "yellow"}.get(status, "red")
         table.add_row(
-            r.id, r.target, r.kind, f"[{style}]{status}[/]",
+            r.id,
+            r.target,
+            r.kind,
+            f"[{style}]{status}[/]",
             r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-",
-            human_bytes(r.bytes_stored), ratio(r.bytes_logical, r.bytes_stored),
+            human_bytes(r.bytes_stored),
+            ratio(r.bytes_logical, r.bytes_stored),
             str(len(r.artifacts)),
         )
     console = _console()
@@ -167,8 +187,14 @@ def _catalog(config: Path | None) -> Any:
 @operator_errors
 def backups_list(
     target: Annotated[str | None, typer.Option("--target", "-t", help="Only this target.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Also failed, locked, running and deleted "
-                    "backups (by default only committed ones).")] = False,
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also failed, locked, running and deleted "
+            "backups (by default only committed ones).",
+        ),
+    ] = False,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -200,8 +226,12 @@ def backups_show(
     record = catalog.get_backup(backup_id)
     history = catalog.verifications(backup_id)
     if as_json:
-        emit_json({"backup": _backup_json(record),
-                   "verifications": [v.model_dump(mode="json") for v in history]})
+        emit_json(
+            {
+                "backup": _backup_json(record),
+                "verifications": [v.model_dump(mode="json") for v in history],
+            }
+        )
         return
     console = _console()
     _print_backups([record])
@@ -211,8 +241,10 @@ def backups_show(
         state = "verified " + a.verified_at.isoformat() if a.verified_at else (a.problem or "")
         console.print(f"  {a.key}  {human_bytes(a.bytes)}  sha256 {a.sha256}  {state}")
     for v in history:
-        console.print(f"  verification {v.finished_at.isoformat()}: "
-                      f"{'ok' if v.ok else 'FAILED ' + json.dumps(v.problems)}")
+        console.print(
+            f"  verification {v.finished_at.isoformat()}: "
+            f"{'ok' if v.ok else 'FAILED ' + json.dumps(v.problems)}"
+        )
 
 
 # --- verify --------------------------------------------------------------------------------
@@ -222,8 +254,12 @@ def backups_show(
 @operator_errors
 def verify(
     backup_id: Annotated[str | None, typer.Argument(help="Backup id to verify.")] = None,
-    latest: Annotated[bool, typer.Option("--latest", help="Verify the newest committed backup "
-                      "of each target (or of --target).")] = False,
+    latest: Annotated[
+        bool,
+        typer.Option(
+            "--latest", help="Verify the newest committed backup of each target (or of --target)."
+        ),
+    ] = False,
     target: Annotated[str | None, typer.Option("--target", "-t")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -241,7 +277,9 @@ def verify(
     from flows.verify_backups import verify_backups
 
     _completed, summary = _run_flow(
-        verify_backups, backup_ids=[backup_id] if backup_id else None, target=target,
+        verify_backups,
+        backup_ids=[backup_id] if backup_id else None,
+        target=target,
         config_path=_config_path(config),
     )
     reports = [_report_json(r) for r in summary.reports]
@@ -262,8 +300,13 @@ def _report_json(report: Any) -> dict[str, Any]:
         "target": report.target,
         "ok": report.ok,
         "artifacts": [
-            {"key": c.key, "ok": c.ok, "problem": c.problem, "detail": c.detail,
-             "bytes_read": c.bytes_read}
+            {
+                "key": c.key,
+                "ok": c.ok,
+                "problem": c.problem,
+                "detail": c.detail,
+                "bytes_read": c.bytes_read,
+            }
             for c in report.artifacts
         ],
     }
@@ -275,8 +318,9 @@ def _report_json(report: Any) -> dict[str, Any]:
 @app.command()
 @operator_errors
 def retention(
-    apply: Annotated[bool, typer.Option("--apply", help="Delete for real (default: dry run).")]
-    = False,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Delete for real (default: dry run).")
+    ] = False,
     target: Annotated[list[str] | None, typer.Option("--target", "-t")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -286,8 +330,9 @@ def retention(
     cfg.select_targets(target)
     from flows.retention import retention as retention_flow
 
-    completed, summary = _run_flow(retention_flow, dry_run=not apply, targets=target or None,
-                                   config_path=_config_path(config))
+    completed, summary = _run_flow(
+        retention_flow, dry_run=not apply, targets=target or None, config_path=_config_path(config)
+    )
     if as_json:
         emit_json(summary.model_dump(mode="json"))
     else:
@@ -298,8 +343,14 @@ def retention(
             table.add_column(column)
         for d in summary.decisions:
             style = "green" if d.action == "keep" else "red"
-            table.add_row(d.target, d.id, d.status, d.at.strftime("%Y-%m-%d %H:%M"),
-                          f"[{style}]{d.action}[/]", "; ".join(d.reasons))
+            table.add_row(
+                d.target,
+                d.id,
+                d.status,
+                d.at.strftime("%Y-%m-%d %H:%M"),
+                f"[{style}]{d.action}[/]",
+                "; ".join(d.reasons),
+            )
         console = _console()
         console.print(table)
         g = summary.garbage
@@ -325,8 +376,10 @@ def check_config(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json({"ok": True, "config": str(cfg.source), "targets": targets})
     else:
-        typer.echo(f"{cfg.source}: ok, {len(targets)} target(s): "
-                   + ", ".join(f"{t['name']} ({t['kind']})" for t in targets))
+        typer.echo(
+            f"{cfg.source}: ok, {len(targets)} target(s): "
+            + ", ".join(f"{t['name']} ({t['kind']})" for t in targets)
+        )
 
 
 @app.command()

@@ -23,8 +23,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    TypeAdapter,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -203,7 +203,9 @@ TARGET_KIND = {PostgresTarget: "postgres", RedisTarget: "redis", FilesTarget: "f
 
 class Config(Model):
     catalog: str = "sqlite:///.runbook/catalog.db"
-    storage: Storage = Field(default_factory=lambda: LocalStorage(kind="local", path=Path(".runbook/backups")))
+    storage: Storage = Field(
+        default_factory=lambda: LocalStorage(kind="local", path=Path(".runbook/backups"))
+    )
     retention: Retention = Field(default_factory=Retention)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     timezone: str = "UTC"
@@ -218,7 +220,9 @@ class Config(Model):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)") from None
+            raise ValueError(
+                f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)"
+            ) from None
         return value
 
     @field_validator("catalog")
@@ -320,7 +324,9 @@ def format_validation_error(error: ValidationError, data: Any) -> str:
     for item in error.errors(include_url=False, include_input=False):
         message = item["msg"]
         if item["type"] == "string_pattern_mismatch" and item["loc"][-1] == "name":
-            message = "use lowercase letters, digits, '-' and '_' (at most 63, starting alphanumeric)"
+            message = (
+                "use lowercase letters, digits, '-' and '_' (at most 63, starting alphanumeric)"
+            )
         elif item["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; see runbook.example.yaml)"
         elif item["type"] == "missing":
@@ -365,7 +371,9 @@ def parse_config(text: str, source: Path | None = None) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{label}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{label}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         data = _expand(data, "")
     except ConfigError as exc:
@@ -398,6 +406,8 @@ def _resolve_paths(config: Config, source: Path) -> Config:
         f.model_copy(update={"paths": [absolute(p) for p in f.paths]}) for f in config.targets.files
     ]
     targets = config.targets.model_copy(update={"files": files})
-    resolved = config.model_copy(update={"storage": storage, "catalog": catalog, "targets": targets})
+    resolved = config.model_copy(
+        update={"storage": storage, "catalog": catalog, "targets": targets}
+    )
     resolved._source = source
     return resolved

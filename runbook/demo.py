@@ -38,10 +38,30 @@ CREATE INDEX IF NOT EXISTS orders_customer_idx ON shop.orders (customer_id);
 CREATE INDEX IF NOT EXISTS orders_items_idx ON shop.orders USING gin (items);
 """
 
-CUSTOMERS = ["Zoë Åkesson", "José Muñoz", "Łukasz Żółć", "Ngozi Okonkwo", "佐藤 花子", "Дмитрий",
-             "Ana Lúcia", "Søren Kierkegaard", "محمد علي", "Chloé Dubois"]
-CITIES = ["Malmö", "São Paulo", "Kraków", "Lagos", "東京", "Москва", "Lisboa", "København",
-          "القاهرة", "Lyon"]
+CUSTOMERS = [
+    "Zoë Åkesson",
+    "José Muñoz",
+    "Łukasz Żółć",
+    "Ngozi Okonkwo",
+    "佐藤 花子",
+    "Дмитрий",
+    "Ana Lúcia",
+    "Søren Kierkegaard",
+    "محمد علي",
+    "Chloé Dubois",
+]
+CITIES = [
+    "Malmö",
+    "São Paulo",
+    "Kraków",
+    "Lagos",
+    "東京",
+    "Москва",
+    "Lisboa",
+    "København",
+    "القاهرة",
+    "Lyon",
+]
 
 
 def demo_bin(tool: str) -> str:
@@ -81,9 +101,21 @@ def seed_sample_data(server: Any, dbname: str = "demo") -> str:
             return dsn
     info = server.get_postmaster_info()
     subprocess.run(
-        [demo_bin("pgbench"), "-i", "-s", "2", "-q", "-h", str(info.socket_dir), "-U",
-         "postgres", dbname],
-        check=True, capture_output=True, timeout=300,
+        [
+            demo_bin("pgbench"),
+            "-i",
+            "-s",
+            "2",
+            "-q",
+            "-h",
+            str(info.socket_dir),
+            "-U",
+            "postgres",
+            dbname,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     with psycopg.connect(dsn) as conn:
         seed_shop(conn)
@@ -125,12 +157,15 @@ def write_demo_config(workdir: Path, dsn: str, with_redis: bool) -> Path:
     sample = workdir / "sample-config"
     sample.mkdir(parents=True, exist_ok=True)
     (sample / "app.env").write_text("LOG_LEVEL=info\nFEATURE_FLAGS=checkout,search\n")
-    (sample / "nginx.conf").write_text("server { listen 80; location / { proxy_pass http://app; } }\n")
+    (sample / "nginx.conf").write_text(
+        "server { listen 80; location / { proxy_pass http://app; } }\n"
+    )
     redis = (
         "  redis:\n    - {name: demo-cache, url: redis://127.0.0.1:6379/0}\n" if with_redis else ""
     )
     config = workdir / "runbook.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         # Written by `runbook demo`. Relative paths are relative to this file.
         catalog: sqlite:///catalog.db
         storage: {{kind: local, path: backups}}
@@ -144,5 +179,7 @@ def write_demo_config(workdir: Path, dsn: str, with_redis: bool) -> Path:
           files:
             - name: demo-config
               paths: [sample-config]
-        """) + redis)
+        """)
+        + redis
+    )
     return config

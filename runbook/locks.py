@@ -31,7 +31,9 @@ class LockTimeout(Exception):
 
 def _lock_id(name: str) -> int:
     """A stable signed 64-bit key for pg_advisory_lock."""
-    return int.from_bytes(hashlib.sha256(f"runbook:{name}".encode()).digest()[:8], "big", signed=True)
+    return int.from_bytes(
+        hashlib.sha256(f"runbook:{name}".encode()).digest()[:8], "big", signed=True
+    )
 
 
 @contextmanager

@@ -22,7 +22,6 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from runbook.streams import ProcessStream, ZstdEncoder
 
 from runbook import __version__
 from runbook.catalog import BackupRecord, BackupStatus, Catalog, utcnow
@@ -46,6 +45,7 @@ from runbook.manifest import (
 )
 from runbook.secrets import redact, split_dsn
 from runbook.storage import Storage
+from runbook.streams import ProcessStream, ZstdEncoder
 
 log = logging.getLogger("runbook.backup")
 
@@ -118,8 +118,12 @@ def dump_postgres(
     with connect(dsn, connect_timeout=target.connect_timeout.total_seconds()) as conn:
         facts = server_facts(conn)
     pg_dump = pick_binary("pg_dump", facts["server_major"], target.bin_dir)
-    log.info("target %s: PostgreSQL %s, using %s", target.name, facts["server_version"],
-             pg_dump.describe())
+    log.info(
+        "target %s: PostgreSQL %s, using %s",
+        target.name,
+        facts["server_version"],
+        pg_dump.describe(),
+    )
     conninfo, env = client_env(dsn)
     artifacts: list[ManifestArtifact] = []
 
@@ -152,13 +156,21 @@ def dump_postgres(
             if schema_name:
                 argv.append(f"--schema={schema_name}")
             stream = ProcessStream(
-                argv, env=env, timeout=settings.timeout.total_seconds(), name="pg_dump",
+                argv,
+                env=env,
+                timeout=settings.timeout.total_seconds(),
+                name="pg_dump",
                 redact=[password] if password else [],
             )
             with stream:
                 artifact = store_artifact(
-                    storage, artifact_key(target.name, backup_id, name, "pg_dump-custom"),
-                    name, "pg_dump-custom", stream, settings, schema_name=schema_name,
+                    storage,
+                    artifact_key(target.name, backup_id, name, "pg_dump-custom"),
+                    name,
+                    "pg_dump-custom",
+                    stream,
+                    settings,
+                    schema_name=schema_name,
                 )
             artifacts.append(artifact)
             timings[f"dump {name}"] = artifact.seconds
@@ -214,11 +226,19 @@ def dump_redis(
 
     facts = redis_facts(target)
     artifact = store_artifact(
-        storage, artifact_key(target.name, backup_id, "dump", "redis-rdb"), "dump", "redis-rdb",
-        stream_rdb(target), settings,
+        storage,
+        artifact_key(target.name, backup_id, "dump", "redis-rdb"),
+        "dump",
+        "redis-rdb",
+        stream_rdb(target),
+        settings,
     )
-    return Dumped([artifact], facts, {"redis": f"redis {facts.get('redis_version', '?')}"},
-                  {"dump": artifact.seconds})
+    return Dumped(
+        [artifact],
+        facts,
+        {"redis": f"redis {facts.get('redis_version', '?')}"},
+        {"dump": artifact.seconds},
+    )
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -234,12 +254,20 @@ def dump_files(
     stats: dict[str, int] = {"files": 0, "bytes": 0}
     chunks = stream_tar(target.paths, target.exclude, stats)
     artifact = store_artifact(
-        storage, artifact_key(target.name, backup_id, "files", "tar"), "files", "tar", chunks,
+        storage,
+        artifact_key(target.name, backup_id, "files", "tar"),
+        "files",
+        "tar",
+        chunks,
         settings,
     )
     source = {"paths": [str(p) for p in target.paths], "exclude": list(target.exclude), **stats}
-    return Dumped([artifact], source, {"tar": f"python tarfile (pax) {__version__}"},
-                  {"dump": artifact.seconds})
+    return Dumped(
+        [artifact],
+        source,
+        {"tar": f"python tarfile (pax) {__version__}"},
+        {"dump": artifact.seconds},
+    )
 
 
 class _QueueWriter:
@@ -282,8 +310,10 @@ def stream_tar(
     stats = stats if stats is not None else {}
 
     def excluded(path: str) -> bool:
-        return any(fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(os.path.basename(path),
-                   pattern) for pattern in exclude)
+        return any(
+            fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(os.path.basename(path), pattern)
+            for pattern in exclude
+        )
 
     def produce() -> None:
         error: BaseException | None = None
@@ -410,12 +440,22 @@ def run_backup(
         record = catalog.get_backup(backup_id)
     except Exception:
         record = catalog.create_backup(
-            backup_id=backup_id, target=target.name, kind=TARGET_KIND[type(target)],
-            storage=storage.describe(), started_at=started_at, flow_run_id=flow_run_id,
+            backup_id=backup_id,
+            target=target.name,
+            kind=TARGET_KIND[type(target)],
+            storage=storage.describe(),
+            started_at=started_at,
+            flow_run_id=flow_run_id,
         )
     attempt = record.attempts + 1
-    catalog.update_backup(backup_id, status=BackupStatus.RUNNING, attempts=attempt, error=None,
-                          started_at=started_at, finished_at=None)
+    catalog.update_backup(
+        backup_id,
+        status=BackupStatus.RUNNING,
+        attempts=attempt,
+        error=None,
+        started_at=started_at,
+        finished_at=None,
+    )
     secrets = _secrets_of(target)
     try:
         with named_lock(
@@ -424,13 +464,17 @@ def run_backup(
             manifest = create_backup(target, storage, backup_id, config.backup, started_at)
     except LockTimeout as exc:
         record = catalog.update_backup(
-            backup_id, status=BackupStatus.LOCKED, finished_at=utcnow(),
+            backup_id,
+            status=BackupStatus.LOCKED,
+            finished_at=utcnow(),
             error=f"another backup of target {target.name!r} is running: {exc}",
         )
         return BackupOutcome(record, None)
     except BaseException as exc:
         catalog.update_backup(
-            backup_id, status=BackupStatus.FAILED, finished_at=utcnow(),
+            backup_id,
+            status=BackupStatus.FAILED,
+            finished_at=utcnow(),
             error=redact(f"{type(exc).__name__}: {exc}", secrets)[:4000],
         )
         raise
@@ -470,9 +514,12 @@ def _secrets_of(target: TargetConfig) -> list[str | None]:
 # --- the Prefect task ----------------------------------------------------------------------
 
 
-
-@task(name="backup-target", task_run_name="backup-{target_name}", cache_policy=NO_CACHE,
-      persist_result=True)
+@task(
+    name="backup-target",
+    task_run_name="backup-{target_name}",
+    cache_policy=NO_CACHE,
+    persist_result=True,
+)
 def backup_target(config_path: str | None, target_name: str, backup_id: str) -> BackupRecord:
     """One backup of one target (retried by the flow on transient faults only)."""
     from prefect.runtime import flow_run
@@ -482,12 +529,23 @@ def backup_target(config_path: str | None, target_name: str, backup_id: str) -> 
     runtime = open_runtime(config_path)
     target = runtime.config.target(target_name)
     logger = get_run_logger()
-    outcome = run_backup(runtime.config, target, runtime.catalog, runtime.storage, backup_id,
-                         flow_run_id=str(flow_run.id) if flow_run.id else None)
+    outcome = run_backup(
+        runtime.config,
+        target,
+        runtime.catalog,
+        runtime.storage,
+        backup_id,
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+    )
     record = outcome.record
     if record.status == BackupStatus.LOCKED:
         logger.warning("backup %s of %s: %s", backup_id, target_name, record.error)
     else:
-        logger.info("backup %s of %s stored: %d artifact(s), %s bytes", backup_id, target_name,
-                    len(record.artifacts), record.bytes_stored)
+        logger.info(
+            "backup %s of %s stored: %d artifact(s), %s bytes",
+            backup_id,
+            target_name,
+            len(record.artifacts),
+            record.bytes_stored,
+        )
     return record

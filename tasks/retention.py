@@ -220,13 +220,16 @@ def summarize(decisions: Iterable[RetentionDecision]) -> dict[str, dict[str, int
 # Kept apart from the pure planner above: only these functions touch the catalog and storage.
 
 
-def candidates_from_catalog(catalog: Catalog, targets: Iterable[str] | None = None) -> list[
-    RetentionCandidate
-]:
+def candidates_from_catalog(
+    catalog: Catalog, targets: Iterable[str] | None = None
+) -> list[RetentionCandidate]:
     wanted = set(targets) if targets else None
     return [
         RetentionCandidate(
-            id=r.id, target=r.target, status=r.status.value, started_at=r.started_at,
+            id=r.id,
+            target=r.target,
+            status=r.status.value,
+            started_at=r.started_at,
             finished_at=r.finished_at,
         )
         for r in catalog.list_backups()
@@ -262,8 +265,11 @@ def apply_retention(
             continue
         newest = catalog.latest_backup(decision.target)
         if newest is not None and newest.id == decision.id:
-            log.error("refusing to delete %s: it is the newest verified backup of %s",
-                      decision.id, decision.target)
+            log.error(
+                "refusing to delete %s: it is the newest verified backup of %s",
+                decision.id,
+                decision.target,
+            )
             continue
         delete_backup(catalog, storage, decision.id)
         deleted.append(decision.id)
@@ -292,11 +298,15 @@ def find_orphans(catalog: Catalog, storage: Storage) -> list[Orphan]:
         record = known.get(backup_id)
         if record is not None and record.status != BackupStatus.DELETED:
             continue
-        orphans.append(Orphan(
-            target=target, backup_id=backup_id, objects=len(objects),
-            newest=max(o.modified for o in objects),
-            committed=any(o.key.endswith("/" + MANIFEST_NAME) for o in objects),
-        ))
+        orphans.append(
+            Orphan(
+                target=target,
+                backup_id=backup_id,
+                objects=len(objects),
+                newest=max(o.modified for o in objects),
+                committed=any(o.key.endswith("/" + MANIFEST_NAME) for o in objects),
+            )
+        )
     return orphans
 
 
@@ -308,15 +318,24 @@ def import_backup(catalog: Catalog, storage: Storage, target: str, backup_id: st
         catalog.get_backup(backup_id)
         catalog.update_backup(backup_id, status=BackupStatus.STORED, deleted_at=None)
     except NotFoundError:
-        catalog.create_backup(backup_id=backup_id, target=target, kind=manifest.kind,
-                              storage=storage.describe(), started_at=manifest.started_at)
+        catalog.create_backup(
+            backup_id=backup_id,
+            target=target,
+            kind=manifest.kind,
+            storage=storage.describe(),
+            started_at=manifest.started_at,
+        )
     catalog.clear_artifacts(backup_id)
     for artifact in manifest.artifacts:
-        catalog.add_artifact(backup_id, ArtifactRecord.model_validate(
-            artifact.model_dump(exclude={"schema_name"})))
+        catalog.add_artifact(
+            backup_id, ArtifactRecord.model_validate(artifact.model_dump(exclude={"schema_name"}))
+        )
     catalog.update_backup(
-        backup_id, status=BackupStatus.STORED, finished_at=manifest.finished_at,
-        manifest_key=manifest.key, error="imported from storage; not yet verified",
+        backup_id,
+        status=BackupStatus.STORED,
+        finished_at=manifest.finished_at,
+        manifest_key=manifest.key,
+        error="imported from storage; not yet verified",
         bytes_stored=sum(a.bytes for a in manifest.artifacts),
         bytes_logical=sum(a.logical_bytes for a in manifest.artifacts),
     )

@@ -36,7 +36,8 @@ def artifact_markdown(key: str) -> str:
 
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1,
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            limit=1,
             sort="CREATED_DESC",
         )
     assert found, f"no artifact with key {key}"
@@ -47,16 +48,20 @@ def test_backup_flow_end_to_end(pg15, make_database, write_config, tmp_path):
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / "app.conf").write_text("x = 1\n")
-    config = write_config({
-        "postgres": [{"name": "app", "dsn": make_database(pg15), "schemas": ["shop"]}],
-        "files": [{"name": "config", "paths": ["etc"]}],
-    })
+    config = write_config(
+        {
+            "postgres": [{"name": "app", "dsn": make_database(pg15), "schemas": ["shop"]}],
+            "files": [{"name": "config", "paths": ["etc"]}],
+        }
+    )
     state = backup(config_path=str(config), return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary.ok
     assert [(b.target, b.status) for b in summary.backups] == [
-        ("app", BackupStatus.VERIFIED), ("config", BackupStatus.VERIFIED)]
+        ("app", BackupStatus.VERIFIED),
+        ("config", BackupStatus.VERIFIED),
+    ]
     assert all(b.flow_run_id for b in summary.backups)
 
     markdown = artifact_markdown("backup-report")
@@ -95,8 +100,14 @@ def test_cli_backup_list_verify_json_and_exit_codes(pg15, make_database, write_c
     report = json.loads(out)
     assert code == 1 and report["ok"] is False
     assert report["artifacts"] == [
-        {"key": key, "ok": False, "problem": "checksum", "detail": report["artifacts"][0]["detail"],
-         "bytes_read": report["artifacts"][0]["bytes_read"]}]
+        {
+            "key": key,
+            "ok": False,
+            "problem": "checksum",
+            "detail": report["artifacts"][0]["detail"],
+            "bytes_read": report["artifacts"][0]["bytes_read"],
+        }
+    ]
     code, out, _ = cli("backups", "show", backup_id, "--config", str(config), "--json")
     shown = json.loads(out)
     assert shown["backup"]["status"] == "corrupt"
@@ -130,16 +141,22 @@ def test_bad_config_exits_2_naming_the_field(tmp_path):
     assert "Traceback" not in err and out == ""
 
 
-def test_storage_500s_are_retried_then_verified(pg15, make_database, write_config, moto_server,
-                                                 faulty_s3_proxy):
+def test_storage_500s_are_retried_then_verified(
+    pg15, make_database, write_config, moto_server, faulty_s3_proxy
+):
     proxy = faulty_s3_proxy(fail_first=2, methods=("PUT",))
     settings = make_bucket(moto_server)
     storage = settings.model_dump(mode="json") | {
-        "endpoint_url": proxy.endpoint_url, "max_attempts": 1,
-        "access_key_id": "testing", "secret_access_key": "testing",
+        "endpoint_url": proxy.endpoint_url,
+        "max_attempts": 1,
+        "access_key_id": "testing",
+        "secret_access_key": "testing",
     }
-    config = write_config({"postgres": [{"name": "app", "dsn": make_database(pg15)}]},
-                          storage=storage, backup={"retries": 3, "retry_delay": "0.1s"})
+    config = write_config(
+        {"postgres": [{"name": "app", "dsn": make_database(pg15)}]},
+        storage=storage,
+        backup={"retries": 3, "retry_delay": "0.1s"},
+    )
     state = backup(config_path=str(config), return_state=True)
     assert state.is_completed(), state.message
     record = state.result().backups[0]
@@ -155,8 +172,11 @@ def test_wrong_password_fails_once_and_never_leaks(pg18, write_config, capfd):
     wrong = "WrongPw-" + PASSWORD
     try:
         config = write_config(
-            {"postgres": [{"name": "app", "dsn": pg18.dsn(name, user=PASSWORD_ROLE,
-                                                           password=wrong)}]},
+            {
+                "postgres": [
+                    {"name": "app", "dsn": pg18.dsn(name, user=PASSWORD_ROLE, password=wrong)}
+                ]
+            },
             backup={"retries": 3, "retry_delay": "0.1s"},
         )
         started = time.monotonic()
@@ -187,8 +207,10 @@ def test_two_backup_flows_of_one_target_one_reports_locked(pg15, make_database, 
     import psycopg
 
     dsn = make_database(pg15)
-    config = write_config({"postgres": [{"name": "app", "dsn": dsn}]},
-                          backup={"lock_timeout": "1s", "table_lock_timeout": "60s"})
+    config = write_config(
+        {"postgres": [{"name": "app", "dsn": dsn}]},
+        backup={"lock_timeout": "1s", "table_lock_timeout": "60s"},
+    )
     states = []
 
     def run() -> None:
@@ -201,8 +223,10 @@ def test_two_backup_flows_of_one_target_one_reports_locked(pg15, make_database, 
     blocker.execute("LOCK TABLE shop.orders IN ACCESS EXCLUSIVE MODE")
     first = threading.Thread(target=run)
     first.start()
-    waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'runbook' " \
-              "AND wait_event_type = 'Lock'"
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'runbook' "
+        "AND wait_event_type = 'Lock'"
+    )
     deadline = time.monotonic() + 60
     with psycopg.connect(dsn, autocommit=True) as probe:
         while probe.execute(waiting).fetchone()[0] == 0 and time.monotonic() < deadline:
@@ -219,8 +243,9 @@ def test_two_backup_flows_of_one_target_one_reports_locked(pg15, make_database, 
     first.join(120)
 
     assert most <= 1  # never two dumps of one target at once
-    records = sorted((s.result(raise_on_failure=False).backups[0] for s in states),
-                     key=lambda r: r.status.value)
+    records = sorted(
+        (s.result(raise_on_failure=False).backups[0] for s in states), key=lambda r: r.status.value
+    )
     assert [r.status for r in records] == [BackupStatus.LOCKED, BackupStatus.VERIFIED]
     locked = records[0]
     assert "another backup of target 'app' is running" in locked.error
@@ -234,27 +259,56 @@ def test_retention_flow_plans_then_applies(write_config, tmp_path):
     from runbook.catalog import ArtifactRecord
     from runbook.manifest import Manifest, ManifestArtifact, artifact_key
 
-    config = write_config({"files": [{"name": "f", "paths": ["."]}]},
-                          retention={"keep_last": 1, "daily": 0, "weekly": 0, "monthly": 2,
-                                     "grace": "1d"})
+    config = write_config(
+        {"files": [{"name": "f", "paths": ["."]}]},
+        retention={"keep_last": 1, "daily": 0, "weekly": 0, "monthly": 2, "grace": "1d"},
+    )
     runtime = open_runtime(config)
     now = utcnow()
 
     def add(backup_id: str, age_days: float, status: BackupStatus, committed: bool) -> None:
         at = now - timedelta(days=age_days)
-        runtime.catalog.create_backup(backup_id=backup_id, target="f", kind="files",
-                                      storage=runtime.storage.describe(), started_at=at)
+        runtime.catalog.create_backup(
+            backup_id=backup_id,
+            target="f",
+            kind="files",
+            storage=runtime.storage.describe(),
+            started_at=at,
+        )
         key = artifact_key("f", backup_id, "files", "tar")
         runtime.storage.put_bytes(key, b"x")
         if committed:
-            manifest = Manifest(backup_id=backup_id, target="f", kind="files", started_at=at,
-                                finished_at=at, artifacts=[ManifestArtifact(
-                                    name="files", key=key, content="tar", bytes=1,
-                                    logical_bytes=1, sha256="0" * 64, seconds=0)])
+            manifest = Manifest(
+                backup_id=backup_id,
+                target="f",
+                kind="files",
+                started_at=at,
+                finished_at=at,
+                artifacts=[
+                    ManifestArtifact(
+                        name="files",
+                        key=key,
+                        content="tar",
+                        bytes=1,
+                        logical_bytes=1,
+                        sha256="0" * 64,
+                        seconds=0,
+                    )
+                ],
+            )
             runtime.storage.put_bytes(manifest.key, manifest.to_json())
-            runtime.catalog.add_artifact(backup_id, ArtifactRecord(
-                name="files", key=key, content="tar", codec="zstd", bytes=1, logical_bytes=1,
-                sha256="0" * 64))
+            runtime.catalog.add_artifact(
+                backup_id,
+                ArtifactRecord(
+                    name="files",
+                    key=key,
+                    content="tar",
+                    codec="zstd",
+                    bytes=1,
+                    logical_bytes=1,
+                    sha256="0" * 64,
+                ),
+            )
         runtime.catalog.update_backup(backup_id, status=status, finished_at=at)
 
     add("m3", 95, BackupStatus.VERIFIED, True)
@@ -289,8 +343,14 @@ def test_retention_flow_plans_then_applies(write_config, tmp_path):
 
 
 def test_verify_flow_of_latest_backups(pg15, make_database, write_config):
-    config = write_config({"postgres": [{"name": "a", "dsn": make_database(pg15)},
-                                        {"name": "b", "dsn": make_database(pg15)}]})
+    config = write_config(
+        {
+            "postgres": [
+                {"name": "a", "dsn": make_database(pg15)},
+                {"name": "b", "dsn": make_database(pg15)},
+            ]
+        }
+    )
     assert backup(config_path=str(config)).ok
     summary = verify_backups(config_path=str(config))
     assert summary.ok and sorted(r.target for r in summary.reports) == ["a", "b"]

@@ -31,8 +31,9 @@ from tests.support.pg import PASSWORD, PASSWORD_ROLE
 def backup_and_verify(config_path: Path, target: str):
     runtime = open_runtime(config_path)
     backup_id = new_backup_id()
-    outcome = run_backup(runtime.config, runtime.config.target(target), runtime.catalog,
-                         runtime.storage, backup_id)
+    outcome = run_backup(
+        runtime.config, runtime.config.target(target), runtime.catalog, runtime.storage, backup_id
+    )
     report = verify_backup(runtime.catalog, runtime.storage, backup_id)
     return runtime, outcome, report
 
@@ -48,8 +49,12 @@ def restore_count(server, archive: bytes, tmp_path: Path, tables: list[str]) -> 
         dump = tmp_path / "restore.pgdump"
         dump.write_bytes(archive)
         restore = pick_binary("pg_restore", server.major)
-        subprocess.run([restore.path, "--exit-on-error", "--no-owner", "-d", server.dsn(name),
-                        str(dump)], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [restore.path, "--exit-on-error", "--no-owner", "-d", server.dsn(name), str(dump)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         with psycopg.connect(server.dsn(name)) as conn:
             return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
     finally:
@@ -59,8 +64,9 @@ def restore_count(server, archive: bytes, tmp_path: Path, tables: list[str]) -> 
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
-def test_pg15_whole_and_per_schema_backup_verifies_and_restores(pg15, make_database,
-                                                                write_config, tmp_path):
+def test_pg15_whole_and_per_schema_backup_verifies_and_restores(
+    pg15, make_database, write_config, tmp_path
+):
     dsn = make_database(pg15)
     config = write_config({"postgres": [{"name": "app", "dsn": dsn, "schemas": ["shop"]}]})
     runtime, outcome, report = backup_and_verify(config, "app")
@@ -90,18 +96,26 @@ def test_pg15_whole_and_per_schema_backup_verifies_and_restores(pg15, make_datab
     assert counts == {"shop.customers": 300, "shop.orders": 3000}
 
 
-def test_pg18_server_gets_pg18_tools_and_pg15_server_can_use_them(pg15, pg18, make_database,
-                                                                   write_config):
+def test_pg18_server_gets_pg18_tools_and_pg15_server_can_use_them(
+    pg15, pg18, make_database, write_config
+):
     dsn18 = make_database(pg18)
     dsn15 = make_database(pg15)
-    config = write_config({"postgres": [
-        {"name": "new", "dsn": dsn18},
-        {"name": "old", "dsn": dsn15, "bin_dir": str(embedded_bin_dir())},
-    ]})
+    config = write_config(
+        {
+            "postgres": [
+                {"name": "new", "dsn": dsn18},
+                {"name": "old", "dsn": dsn15, "bin_dir": str(embedded_bin_dir())},
+            ]
+        }
+    )
     runtime, outcome18, report18 = backup_and_verify(config, "new")
     assert report18.ok, report18.artifacts
-    assert read_manifest(runtime.storage, "new", outcome18.record.id).tools["pg_dump"].startswith(
-        "pg_dump 18.")
+    assert (
+        read_manifest(runtime.storage, "new", outcome18.record.id)
+        .tools["pg_dump"]
+        .startswith("pg_dump 18.")
+    )
     _, outcome15, report15 = backup_and_verify(config, "old")
     assert report15.ok, report15.artifacts
     manifest = read_manifest(runtime.storage, "old", outcome15.record.id)
@@ -109,13 +123,15 @@ def test_pg18_server_gets_pg18_tools_and_pg15_server_can_use_them(pg15, pg18, ma
     assert manifest.tools["pg_dump"].startswith("pg_dump 18.")
 
 
-def test_row_counts_come_from_the_dump_snapshot_while_writes_continue(pg15, make_database,
-                                                                       write_config, tmp_path):
+def test_row_counts_come_from_the_dump_snapshot_while_writes_continue(
+    pg15, make_database, write_config, tmp_path
+):
     dsn = make_database(pg15)
     with psycopg.connect(dsn) as conn:
         conn.execute("CREATE TABLE public.events (id bigserial PRIMARY KEY, body text)")
-        conn.execute("INSERT INTO public.events (body) SELECT md5(g::text) "
-                     "FROM generate_series(1, 200000) g")
+        conn.execute(
+            "INSERT INTO public.events (body) SELECT md5(g::text) FROM generate_series(1, 200000) g"
+        )
     stop = threading.Event()
     inserted = [0]
 
@@ -145,8 +161,9 @@ def test_row_counts_come_from_the_dump_snapshot_while_writes_continue(pg15, make
         assert conn.execute("SELECT count(*) FROM public.events").fetchone()[0] > counted
 
 
-def test_wrong_password_fails_at_once_without_the_password_anywhere(pg18, make_database,
-                                                                     write_config, caplog):
+def test_wrong_password_fails_at_once_without_the_password_anywhere(
+    pg18, make_database, write_config, caplog
+):
     name = pg18.create_database("rbauth")
     try:
         dsn = pg18.dsn(name, user=PASSWORD_ROLE, password="not-" + PASSWORD)
@@ -155,8 +172,13 @@ def test_wrong_password_fails_at_once_without_the_password_anywhere(pg18, make_d
         backup_id = new_backup_id()
         started = time.monotonic()
         with pytest.raises(PostgresAuthFailed) as caught:
-            run_backup(runtime.config, runtime.config.target("locked-out"), runtime.catalog,
-                       runtime.storage, backup_id)
+            run_backup(
+                runtime.config,
+                runtime.config.target("locked-out"),
+                runtime.catalog,
+                runtime.storage,
+                backup_id,
+            )
         assert time.monotonic() - started < 10
         message = str(caught.value)
         assert "password authentication failed" in message
@@ -168,8 +190,13 @@ def test_wrong_password_fails_at_once_without_the_password_anywhere(pg18, make_d
         assert list(runtime.storage.list()) == []
 
         # The right password works through PGPASSWORD (never argv).
-        good = write_config({"postgres": [{"name": "ok", "dsn": pg18.dsn(
-            name, user=PASSWORD_ROLE, password=PASSWORD)}]})
+        good = write_config(
+            {
+                "postgres": [
+                    {"name": "ok", "dsn": pg18.dsn(name, user=PASSWORD_ROLE, password=PASSWORD)}
+                ]
+            }
+        )
         _, _, report = backup_and_verify(good, "ok")
         assert report.ok
     finally:
@@ -181,8 +208,13 @@ def test_unknown_schema_fails_with_its_name(pg15, make_database, write_config):
     config = write_config({"postgres": [{"name": "app", "dsn": dsn, "schemas": ["nosuch"]}]})
     runtime = open_runtime(config)
     with pytest.raises(Exception, match="schema 'nosuch' does not exist"):
-        run_backup(runtime.config, runtime.config.target("app"), runtime.catalog,
-                   runtime.storage, new_backup_id())
+        run_backup(
+            runtime.config,
+            runtime.config.target("app"),
+            runtime.catalog,
+            runtime.storage,
+            new_backup_id(),
+        )
 
 
 # --- faults ----------------------------------------------------------------------------------
@@ -209,8 +241,11 @@ class SlowStorage(LocalStorage):
 def make_big_table(dsn: str, rows: int = 400_000) -> None:
     with psycopg.connect(dsn) as conn:
         conn.execute("CREATE TABLE public.big (id bigint PRIMARY KEY, a text, b text)")
-        conn.execute("INSERT INTO public.big SELECT g, md5(g::text), md5((g * 7)::text) "
-                     "FROM generate_series(1, %s) g", (rows,))
+        conn.execute(
+            "INSERT INTO public.big SELECT g, md5(g::text), md5((g * 7)::text) "
+            "FROM generate_series(1, %s) g",
+            (rows,),
+        )
 
 
 def find_child(name: str) -> psutil.Process | None:
@@ -223,8 +258,7 @@ def find_child(name: str) -> psutil.Process | None:
     return None
 
 
-def test_pg_dump_killed_half_way_leaves_no_backup_and_no_objects(pg15, make_database,
-                                                                  write_config):
+def test_pg_dump_killed_half_way_leaves_no_backup_and_no_objects(pg15, make_database, write_config):
     dsn = make_database(pg15, seed=False)
     make_big_table(dsn)
     config = write_config({"postgres": [{"name": "app", "dsn": dsn}]})
@@ -235,8 +269,9 @@ def test_pg_dump_killed_half_way_leaves_no_backup_and_no_objects(pg15, make_data
 
     def run() -> None:
         try:
-            run_backup(runtime.config, runtime.config.target("app"), runtime.catalog, storage,
-                       backup_id)
+            run_backup(
+                runtime.config, runtime.config.target("app"), runtime.catalog, storage, backup_id
+            )
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -254,8 +289,9 @@ def test_pg_dump_killed_half_way_leaves_no_backup_and_no_objects(pg15, make_data
     assert record.status == BackupStatus.FAILED and "pg_dump" in record.error
     assert runtime.catalog.list_backups(statuses=COMMITTED) == []
     assert list(storage.list()) == []
-    collect_garbage(runtime.catalog, storage, record.started_at, runtime.config.retention.grace,
-                    apply=True)
+    collect_garbage(
+        runtime.catalog, storage, record.started_at, runtime.config.retention.grace, apply=True
+    )
     leftovers = [p for p in runtime.config.storage.path.rglob("*") if p.is_file()]
     assert leftovers == []
 
@@ -263,8 +299,9 @@ def test_pg_dump_killed_half_way_leaves_no_backup_and_no_objects(pg15, make_data
 def test_two_backups_of_one_target_never_dump_in_parallel(pg15, make_database, write_config):
     dsn = make_database(pg15, seed=False)
     make_big_table(dsn, rows=150_000)
-    config = write_config({"postgres": [{"name": "app", "dsn": dsn}]},
-                          backup={"lock_timeout": "1s"})
+    config = write_config(
+        {"postgres": [{"name": "app", "dsn": dsn}]}, backup={"lock_timeout": "1s"}
+    )
     runtime = open_runtime(config)
     storage = SlowStorage(runtime.config.storage.path, delay=0.3)
     ids = [new_backup_id(), new_backup_id()]
@@ -272,16 +309,18 @@ def test_two_backups_of_one_target_never_dump_in_parallel(pg15, make_database, w
     running_dumps = []
 
     def run(backup_id: str) -> None:
-        outcomes[backup_id] = run_backup(runtime.config, runtime.config.target("app"),
-                                         runtime.catalog, storage, backup_id)
+        outcomes[backup_id] = run_backup(
+            runtime.config, runtime.config.target("app"), runtime.catalog, storage, backup_id
+        )
 
     threads = [threading.Thread(target=run, args=(i,)) for i in ids]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        running_dumps.append(sum(1 for c in psutil.Process().children(recursive=True)
-                                 if c.name() == "pg_dump"))
+        running_dumps.append(
+            sum(1 for c in psutil.Process().children(recursive=True) if c.name() == "pg_dump")
+        )
         time.sleep(0.05)
     for t in threads:
         t.join(120)
@@ -320,8 +359,12 @@ def test_verify_names_the_damaged_artifact(damage, pg15, make_database, write_co
     again = verify_backup(runtime.catalog, runtime.storage, record.id)
     assert not again.ok
     bad = again.problems
-    expected = {"flip": "checksum", "truncate": "size", "delete": "missing",
-                "manifest": "manifest"}[damage]
+    expected = {
+        "flip": "checksum",
+        "truncate": "size",
+        "delete": "missing",
+        "manifest": "manifest",
+    }[damage]
     assert [c.problem for c in bad] == [expected]
     if damage != "manifest":
         assert bad[0].key == record.artifacts[1].key
@@ -342,8 +385,14 @@ def test_verify_reports_a_table_the_archive_lacks(pg15, make_database, write_con
     path = runtime.config.storage.path / key
     manifest = json.loads(path.read_text())
     manifest["source"]["schema"]["tables"].append(
-        {"schema": "shop", "name": "refunds", "partitioned": False, "columns": [],
-         "primary_key": []})
+        {
+            "schema": "shop",
+            "name": "refunds",
+            "partitioned": False,
+            "columns": [],
+            "primary_key": [],
+        }
+    )
     path.write_text(json.dumps(manifest))
     again = verify_backup(runtime.catalog, runtime.storage, outcome.record.id)
     assert [c.problem for c in again.problems] == ["content"]
@@ -375,8 +424,13 @@ def test_files_backup_is_a_tar_with_excludes(tmp_path, write_config):
     (etc / "scratch.swp").write_text("junk")
     compose = tmp_path / "docker-compose.yml"
     compose.write_text("services: {}\n")
-    config = write_config({"files": [{"name": "config", "paths": ["etc", "docker-compose.yml"],
-                                      "exclude": ["*.swp"]}]})
+    config = write_config(
+        {
+            "files": [
+                {"name": "config", "paths": ["etc", "docker-compose.yml"], "exclude": ["*.swp"]}
+            ]
+        }
+    )
     runtime, outcome, report = backup_and_verify(config, "config")
     assert report.ok
     manifest = read_manifest(runtime.storage, "config", outcome.record.id)
@@ -395,23 +449,35 @@ def test_files_backup_of_a_missing_path_fails_naming_it(tmp_path, write_config):
     runtime = open_runtime(config)
     backup_id = new_backup_id()
     with pytest.raises(Exception, match="does-not-exist does not exist"):
-        run_backup(runtime.config, runtime.config.target("config"), runtime.catalog,
-                   runtime.storage, backup_id)
+        run_backup(
+            runtime.config,
+            runtime.config.target("config"),
+            runtime.catalog,
+            runtime.storage,
+            backup_id,
+        )
     assert runtime.catalog.get_backup(backup_id).status == BackupStatus.FAILED
 
 
-def test_a_long_ddl_lock_fails_the_backup_as_transient_instead_of_hanging(pg15, make_database,
-                                                                          write_config):
+def test_a_long_ddl_lock_fails_the_backup_as_transient_instead_of_hanging(
+    pg15, make_database, write_config
+):
     from runbook.errors import TransientError
 
     dsn = make_database(pg15)
-    config = write_config({"postgres": [{"name": "app", "dsn": dsn}]},
-                          backup={"table_lock_timeout": "1s"})
+    config = write_config(
+        {"postgres": [{"name": "app", "dsn": dsn}]}, backup={"table_lock_timeout": "1s"}
+    )
     runtime = open_runtime(config)
     with psycopg.connect(dsn) as blocker:
         blocker.execute("LOCK TABLE shop.orders IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
         with pytest.raises(TransientError, match="lock timeout"):
-            run_backup(runtime.config, runtime.config.target("app"), runtime.catalog,
-                       runtime.storage, new_backup_id())
+            run_backup(
+                runtime.config,
+                runtime.config.target("app"),
+                runtime.catalog,
+                runtime.storage,
+                new_backup_id(),
+            )
         assert time.monotonic() - started < 15

@@ -106,13 +106,28 @@ def free_port() -> int:
 def throwaway_redis(directory: Path, *extra: str) -> Iterator[int]:
     """A redis-server of our own on a free port, its files in `directory`."""
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not on PATH")
+        pytest.fail("redis-server is not on PATH")
     port = free_port()
     log = directory / "redis.log"
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", HOST, "--dir", str(directory),
-         "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no",
-         "--logfile", str(log), *extra],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--dir",
+            str(directory),
+            "--dbfilename",
+            "dump.rdb",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(log),
+            *extra,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -151,7 +166,7 @@ def client() -> Iterator[Resp]:
     try:
         conn = Resp()
     except OSError as exc:
-        pytest.skip(f"no Redis on {HOST}:{PORT}: {exc}")
+        pytest.fail(f"no Redis on {HOST}:{PORT}: {exc}")
     conn.call("SELECT", DB)
     yield conn
     conn.close()
@@ -169,8 +184,10 @@ def dataset(client: Resp) -> Iterator[dict[str, object]]:
     commands += [("HSET", f"hash:{i}", "a", i, "b", "x" * i, "c", "ü") for i in range(200)]
     commands += [("RPUSH", f"list:{i}", *range(i % 50 + 1)) for i in range(200)]
     commands += [("SADD", f"set:{i}", *(f"m{j}" for j in range(i % 30 + 1))) for i in range(200)]
-    commands += [("ZADD", f"zset:{i}", *(x for j in range(10) for x in (j * 1.5, f"z{j}")))
-                 for i in range(200)]
+    commands += [
+        ("ZADD", f"zset:{i}", *(x for j in range(10) for x in (j * 1.5, f"z{j}")))
+        for i in range(200)
+    ]
     commands += [("XADD", f"stream:{i}", "*", "field", i) for i in range(20)]
     commands += [("EXPIRE", f"str:{i}", 3600) for i in range(50)]
     commands.append(("SET", b"bin:\x00\xff\r\n", b"\x00\r\n$EOF:\xff"))
@@ -211,7 +228,7 @@ def test_snapshot_is_a_complete_rdb(snapshot: dict) -> None:
 def test_redis_check_rdb_accepts_snapshot(snapshot: dict) -> None:
     binary = redis_check_rdb_binary()
     if binary is None:
-        pytest.skip("redis-check-rdb is not on PATH")
+        pytest.fail("redis-check-rdb is not on PATH")
     result = subprocess.run(
         [binary, str(snapshot["path"])], capture_output=True, text=True, timeout=60
     )
@@ -306,8 +323,12 @@ def test_refused_port_is_transient_and_quick() -> None:
 class FakeMaster:
     """One connection on a free port: +OK to every command, then `script` after SYNC."""
 
-    def __init__(self, script: list[bytes | float], replies: dict[str, bytes] | None = None,
-                 keep_open: bool = False) -> None:
+    def __init__(
+        self,
+        script: list[bytes | float],
+        replies: dict[str, bytes] | None = None,
+        keep_open: bool = False,
+    ) -> None:
         self.script = script
         self.replies = replies or {}
         self.keep_open = keep_open
@@ -460,17 +481,44 @@ def test_tls_snapshot_and_certificate_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not on PATH")
+        pytest.fail("openssl is not on PATH")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={HOST}",
-         "-addext", f"subjectAltName=IP:{HOST}"],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            f"/CN={HOST}",
+            "-addext",
+            f"subjectAltName=IP:{HOST}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     tls_port = free_port()
-    tls = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-           "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+    tls = [
+        "--tls-port",
+        str(tls_port),
+        "--tls-cert-file",
+        str(cert),
+        "--tls-key-file",
+        str(key),
+        "--tls-ca-cert-file",
+        str(cert),
+        "--tls-auth-clients",
+        "no",
+    ]
     with throwaway_redis(tmp_path, *tls) as port:
         seed = Resp(port)
         try:
@@ -543,6 +591,6 @@ def test_check_accepts_zero_checksum(rdb_bytes: bytes) -> None:
 def test_redis_check_rdb_binary_is_an_executable() -> None:
     path = redis_check_rdb_binary()
     if path is None:
-        pytest.skip("redis-check-rdb is not on PATH")
+        pytest.fail("redis-check-rdb is not on PATH")
     assert Path(path).name == "redis-check-rdb"
     assert os.access(path, os.X_OK)

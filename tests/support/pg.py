@@ -40,6 +40,15 @@ class PgServer:
             params["password"] = password
         return psycopg.conninfo.make_conninfo(**params)
 
+    def url(self, dbname: str) -> str:
+        """An SQLAlchemy URL (postgresql+psycopg://user@host:port/dbname)."""
+        params = psycopg.conninfo.conninfo_to_dict(self.admin_dsn)
+        user = params.get("user", "postgres")
+        host = params.get("host", "")
+        if host.startswith("/"):
+            return f"postgresql+psycopg://{user}@/{dbname}?host={host}"
+        return f"postgresql+psycopg://{user}@{host}:{params.get('port', 5432)}/{dbname}"
+
     def create_database(self, prefix: str = "rbtest") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:

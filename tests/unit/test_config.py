@@ -40,8 +40,10 @@ def test_issue_example_parses_with_env_and_resolves_paths(tmp_path, monkeypatch)
     assert isinstance(config.storage, LocalStorage)
     assert config.storage.path == tmp_path / "conf" / ".runbook" / "backups"
     assert config.catalog == f"sqlite:///{tmp_path / 'conf' / '.runbook' / 'catalog.db'}"
-    assert config.targets.files[0].paths == [Path("/etc/myapp"), tmp_path / "conf" /
-                                             "docker-compose.yml"]
+    assert config.targets.files[0].paths == [
+        Path("/etc/myapp"),
+        tmp_path / "conf" / "docker-compose.yml",
+    ]
     assert [t.name for t in config.all_targets()] == ["app", "cache", "config"]
     assert config.retention.grace == timedelta(hours=24)
 
@@ -57,9 +59,7 @@ def test_example_file_in_repo_is_valid(monkeypatch):
 
 def test_env_default_and_dollar_escape(monkeypatch):
     monkeypatch.delenv("NOPE", raising=False)
-    config = parse_config(
-        "targets: {files: [{name: f, paths: ['${NOPE:-/srv/a}', '/x/$$HOME']}]}"
-    )
+    config = parse_config("targets: {files: [{name: f, paths: ['${NOPE:-/srv/a}', '/x/$$HOME']}]}")
     assert [str(p) for p in config.targets.files[0].paths] == ["/srv/a", "/x/$HOME"]
 
 
@@ -73,8 +73,10 @@ def test_missing_env_var_names_field_and_variable(monkeypatch):
     ("text", "expected"),
     [
         ("targets: {postgres: [{name: app}]}", "targets.postgres[0].dsn: field required"),
-        ("targets: {postgres: [{name: app, dns: x, dsn: 'dbname=a'}]}",
-         "targets.postgres[0].dns: unknown field"),
+        (
+            "targets: {postgres: [{name: app, dns: x, dsn: 'dbname=a'}]}",
+            "targets.postgres[0].dns: unknown field",
+        ),
         ("storage: {kind: s3}", "storage.bucket: field required"),
         ("storage: {kind: ftp}", "storage: "),
         ("retention: {daily: -1}", "retention.daily:"),
@@ -93,8 +95,7 @@ def test_errors_name_the_field(text, expected):
 
 def test_duplicate_target_names_are_rejected():
     message = error_of(
-        "targets:\n  postgres: [{name: app, dsn: 'dbname=a'}]\n"
-        "  files: [{name: app, paths: [x]}]\n"
+        "targets:\n  postgres: [{name: app, dsn: 'dbname=a'}]\n  files: [{name: app, paths: [x]}]\n"
     )
     assert "targets.files[0].name: 'app' is already used by targets.postgres[0]" in message
 

@@ -1,0 +1,35 @@
+"""prefect.yaml: every deployment points at a real flow, with parameters the flow accepts and
+defaults for all of them (so "Quick run" in the UI works), and valid schedules."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import yaml
+
+from deployments.serve import ROOT, build_deployments, declared_deployments, load_flow
+
+
+def test_prefect_yaml_has_an_explicit_pull_step():
+    data = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    assert data["pull"], "without a pull step a deployment is tied to the deploying folder"
+
+
+@pytest.mark.parametrize("spec", declared_deployments(), ids=lambda s: s["name"])
+def test_deployment_parameters_match_the_flow(spec):
+    flow = load_flow(spec["entrypoint"])
+    signature = inspect.signature(flow.fn)
+    for name in spec.get("parameters", {}):
+        assert name in signature.parameters, f"{spec['name']}: flow has no parameter {name}"
+    required = [p.name for p in signature.parameters.values() if p.default is inspect._empty]
+    assert required == [], f"{spec['name']}: parameters without defaults {required}"
+
+
+def test_serve_builds_every_deployment_with_its_schedules():
+    built = {d.name: d for d in build_deployments()}
+    assert set(built) == {s["name"] for s in declared_deployments()}
+    nightly = built["backup-nightly"]
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    assert built["backup-on-demand"].schedules == []
+    assert built["retention-daily"].parameters["dry_run"] is False
