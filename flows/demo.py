@@ -29,7 +29,7 @@ def run_demo(workdir: Path, as_json: bool = False) -> bool:
     from flows.backup import backup
     from flows.retention import retention
     from flows.verify_backups import verify_backups
-    from runbook.formatting import human_bytes, ratio
+    from runbook.formatting import BACKUP_COLUMNS, backup_rows
 
     stream = sys.stderr if as_json else sys.stdout
     console = Console(stderr=as_json, highlight=False, width=None if stream.isatty() else 160)
@@ -73,29 +73,11 @@ def run_demo(workdir: Path, as_json: bool = False) -> bool:
         return not failures
 
     table = Table(title="Runbook demo: this run's backups")
-    for column in ("target", "backup", "artifact", "size", "ratio", "sha256", "verified"):
+    for column in BACKUP_COLUMNS:
         table.add_column(column)
-    for record in getattr(b, "backups", []):
-        for a in record.artifacts:
-            table.add_row(
-                record.target,
-                record.id,
-                a.name,
-                human_bytes(a.bytes),
-                ratio(a.logical_bytes, a.bytes),
-                a.sha256[:12],
-                "[green]yes[/]" if a.verified_at else f"[red]{a.problem or 'no'}[/]",
-            )
-        if not record.artifacts:
-            table.add_row(
-                record.target,
-                record.id,
-                "-",
-                "-",
-                "-",
-                "-",
-                f"[red]{record.status.value}: {record.error}[/]",
-            )
+    colour = lambda text, ok: f"[green]{text}[/]" if ok else f"[red]{text}[/]"  # noqa: E731
+    for row in backup_rows(getattr(b, "backups", []), colour):
+        table.add_row(*row)
     console.print(table)
     if r is not None and hasattr(r, "decisions"):
         keep = sum(1 for d in r.decisions if d.action == "keep")

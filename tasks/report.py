@@ -11,7 +11,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact
 
 from runbook.catalog import BackupRecord
-from runbook.formatting import human_bytes, ratio, seconds
+from runbook.formatting import BACKUP_COLUMNS, backup_rows, human_bytes
 
 
 def _table(header: list[str], rows: Iterable[list[Any]]) -> str:
@@ -24,46 +24,9 @@ def _table(header: list[str], rows: Iterable[list[Any]]) -> str:
 
 
 def backup_report_markdown(records: list[BackupRecord]) -> str:
-    rows = []
-    for record in records:
-        if not record.artifacts:
-            rows.append(
-                [
-                    record.target,
-                    record.id,
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    f"**{record.status.value}**: {record.error or ''}",
-                ]
-            )
-        for artifact in record.artifacts:
-            verified = (
-                "yes"
-                if artifact.verified_at
-                else f"**no**: {artifact.problem}"
-                if artifact.problem
-                else record.status.value
-            )
-            rows.append(
-                [
-                    record.target,
-                    record.id,
-                    artifact.name,
-                    human_bytes(artifact.bytes),
-                    ratio(artifact.logical_bytes, artifact.bytes),
-                    seconds(artifact.seconds),
-                    f"`{artifact.sha256[:12]}`",
-                    verified,
-                ]
-            )
+    rows = backup_rows(records, lambda text, ok: text if ok else f"**{text}**")
     good = sum(1 for r in records if r.status.value == "verified")
-    head = f"# Backups: {good} of {len(records)} verified\n\n"
-    return head + _table(
-        ["target", "backup", "artifact", "size", "ratio", "duration", "sha256", "verified"], rows
-    )
+    return f"# Backups: {good} of {len(records)} verified\n\n" + _table(BACKUP_COLUMNS, rows)
 
 
 def verification_report_markdown(reports: list[Any]) -> str:

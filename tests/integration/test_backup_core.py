@@ -28,12 +28,21 @@ from tasks.retention import collect_garbage
 from tests.support.pg import PASSWORD, PASSWORD_ROLE
 
 
+def backup_once(runtime, target: str, backup_id: str | None = None, storage=None):
+    """One run_backup of a target with the runtime's config, catalog and storage."""
+    return run_backup(
+        runtime.config,
+        runtime.config.target(target),
+        runtime.catalog,
+        storage or runtime.storage,
+        backup_id or new_backup_id(),
+    )
+
+
 def backup_and_verify(config_path: Path, target: str):
     runtime = open_runtime(config_path)
     backup_id = new_backup_id()
-    outcome = run_backup(
-        runtime.config, runtime.config.target(target), runtime.catalog, runtime.storage, backup_id
-    )
+    outcome = backup_once(runtime, target, backup_id)
     report = verify_backup(runtime.catalog, runtime.storage, backup_id)
     return runtime, outcome, report
 
@@ -172,13 +181,7 @@ def test_wrong_password_fails_at_once_without_the_password_anywhere(
         backup_id = new_backup_id()
         started = time.monotonic()
         with pytest.raises(PostgresAuthFailed) as caught:
-            run_backup(
-                runtime.config,
-                runtime.config.target("locked-out"),
-                runtime.catalog,
-                runtime.storage,
-                backup_id,
-            )
+            backup_once(runtime, "locked-out", backup_id)
         assert time.monotonic() - started < 10
         message = str(caught.value)
         assert "password authentication failed" in message
@@ -208,13 +211,7 @@ def test_unknown_schema_fails_with_its_name(pg15, make_database, write_config):
     config = write_config({"postgres": [{"name": "app", "dsn": dsn, "schemas": ["nosuch"]}]})
     runtime = open_runtime(config)
     with pytest.raises(Exception, match="schema 'nosuch' does not exist"):
-        run_backup(
-            runtime.config,
-            runtime.config.target("app"),
-            runtime.catalog,
-            runtime.storage,
-            new_backup_id(),
-        )
+        backup_once(runtime, "app")
 
 
 # --- faults ----------------------------------------------------------------------------------
@@ -269,9 +266,7 @@ def test_pg_dump_killed_half_way_leaves_no_backup_and_no_objects(pg15, make_data
 
     def run() -> None:
         try:
-            run_backup(
-                runtime.config, runtime.config.target("app"), runtime.catalog, storage, backup_id
-            )
+            backup_once(runtime, "app", backup_id, storage)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -309,9 +304,7 @@ def test_two_backups_of_one_target_never_dump_in_parallel(pg15, make_database, w
     running_dumps = []
 
     def run(backup_id: str) -> None:
-        outcomes[backup_id] = run_backup(
-            runtime.config, runtime.config.target("app"), runtime.catalog, storage, backup_id
-        )
+        outcomes[backup_id] = backup_once(runtime, "app", backup_id, storage)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in ids]
     for t in threads:
@@ -449,13 +442,7 @@ def test_files_backup_of_a_missing_path_fails_naming_it(tmp_path, write_config):
     runtime = open_runtime(config)
     backup_id = new_backup_id()
     with pytest.raises(Exception, match="does-not-exist does not exist"):
-        run_backup(
-            runtime.config,
-            runtime.config.target("config"),
-            runtime.catalog,
-            runtime.storage,
-            backup_id,
-        )
+        backup_once(runtime, "config", backup_id)
     assert runtime.catalog.get_backup(backup_id).status == BackupStatus.FAILED
 
 
@@ -473,11 +460,5 @@ def test_a_long_ddl_lock_fails_the_backup_as_transient_instead_of_hanging(
         blocker.execute("LOCK TABLE shop.orders IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
         with pytest.raises(TransientError, match="lock timeout"):
-            run_backup(
-                runtime.config,
-                runtime.config.target("app"),
-                runtime.catalog,
-                runtime.storage,
-                new_backup_id(),
-            )
+            backup_once(runtime, "app")
         assert time.monotonic() - started < 15
