@@ -64,6 +64,14 @@ def test_backup_flow_end_to_end(pg15, make_database, write_config, tmp_path):
     ]
     assert all(b.flow_run_id for b in summary.backups)
 
+    # The summary is persisted: read back through the API from the flow run's stored result.
+    from prefect.client.orchestration import get_client
+
+    assert Path(state.data.metadata.storage_key).exists()
+    with get_client(sync_client=True) as client:
+        stored = client.read_flow_run(state.state_details.flow_run_id).state
+    assert stored.result().backups[0].id == summary.backups[0].id
+
     markdown = artifact_markdown("backup-report")
     for record in summary.backups:
         for artifact in record.artifacts:
