@@ -64,9 +64,7 @@ def _bench_dsn(dsn_admin: str, dbname: str) -> str:
 def _marker(dsn: str) -> dict | None:
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
-            row = conn.execute(
-                "SELECT params, facts FROM bench_marker WHERE complete"
-            ).fetchone()
+            row = conn.execute("SELECT params, facts FROM bench_marker WHERE complete").fetchone()
     except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
         return None
     if row is None:

@@ -4,10 +4,12 @@ Cases, run alternately (the order rotates every round) so machine noise hits all
   a  pg_dump -Fc -Z0 > /dev/null                       the floor: pg_dump's own pace
   b  pg_dump -Fc -Z0 | zstd -1 -T0 > file              the target to match
   c  pg_dump | gzip > file                             what people use today
-  d  ProcessStream -> ZstdEncoder(level 1) -> LocalStorage.put   (fresh Python process)
-  e  d, then read_back from storage: sha256 + full decode         (fresh Python process)
+  d  Runbook's run_backup (zstd level 1): the dump-compress-hash-store phase of the archive
+  e  Runbook's run_backup + verify_backup: the whole backup including read-back verification
 
-Each Python case runs in its own child process so its peak RSS (ru_maxrss) is per run. The
+Each Python case runs in its own child process so its peak RSS (ru_maxrss) is per run.
+Between cases the harness runs sync(2), untimed: the shell cases never fsync, and their
+writeback would otherwise slow down whichever case runs next. The
 times for d and e are measured inside the child around the pipeline (interpreter start-up is
 reported apart). Output: markdown tables on stdout, progress on stderr.
 
@@ -34,8 +36,8 @@ TITLES = {
     "a": "a. pg_dump -Fc -Z0 > /dev/null",
     "b": "b. pg_dump -Fc -Z0 | zstd -1 -T0 > file",
     "c": "c. pg_dump | gzip > file",
-    "d": "d. Python: ProcessStream -> ZstdEncoder -> put",
-    "e": "e. d + read_back (sha256 + decode)",
+    "d": "d. Runbook: dump-compress-hash-store phase",
+    "e": "e. Runbook: whole backup + read-back verification",
 }
 MiB = 1024 * 1024
 
@@ -66,8 +68,19 @@ def _run_shell(case: str, dsn: str, out: Path) -> dict:
 
 def _run_python(case: str, dsn: str, out_dir: Path, level: int, threads: int) -> dict:
     argv = [
-        sys.executable, "-m", "benchmarks.pipeline", "--child", case, "--dsn", dsn,
-        "--out", str(out_dir), "--level", str(level), "--threads", str(threads),
+        sys.executable,
+        "-m",
+        "benchmarks.pipeline",
+        "--child",
+        case,
+        "--dsn",
+        dsn,
+        "--out",
+        str(out_dir),
+        "--level",
+        str(level),
+        "--threads",
+        str(threads),
     ]
     cpu0 = _children_cpu()
     started = time.perf_counter()
@@ -82,52 +95,71 @@ def _run_python(case: str, dsn: str, out_dir: Path, level: int, threads: int) ->
 
 
 def child(case: str, dsn: str, out_dir: Path, level: int, threads: int) -> None:
-    """One Python run (case d or e), in a fresh process; prints one JSON line."""
+    """One Runbook backup (case d or e) in a fresh process; prints one JSON line.
+
+    d: `run_backup` (lock, snapshot, facts and exact row counts, dump -> zstd -> sha256 ->
+       storage, manifest); its time is the dump-compress-hash-store phase of the artifact.
+    e: `run_backup` then `verify_backup` (read back from storage, sha256, decode,
+       pg_restore --list): the whole backup including verification.
+    """
     imported = time.perf_counter()
-    from runbook.storage.local import LocalStorage
-    from runbook.streams import ProcessStream, ZstdEncoder, read_back
+    import yaml
+
+    from runbook.config import parse_config
+    from runbook.manifest import new_backup_id
+    from runbook.runtime import runtime_for
+    from tasks.backup import run_backup
+    from tasks.integrity import verify_backup
 
     import_seconds = time.perf_counter() - imported
-    storage = LocalStorage(out_dir)
-    key = "runbook_bench/backup.dump.zst"
-    started = time.perf_counter()
-    with ProcessStream(["pg_dump", "-Fc", "-Z0", "-d", dsn], name="pg_dump", timeout=3600) as dump:
-        encoder = ZstdEncoder(dump, level=level, threads=threads)
-        info = storage.put(key, encoder)
-    put_seconds = time.perf_counter() - started
-    result = {
-        "seconds": put_seconds,
-        "put_seconds": put_seconds,
-        "import_seconds": import_seconds,
-        "logical_bytes": encoder.logical_bytes,
-        "stored_bytes": info.size,
-        "sha256": encoder.sha256,
-        "encoder": vars(encoder.timings),
-        # What put did after the last chunk: fsync, rename, fsync of the folder.
-        "put_after_stream": put_seconds - encoder.timings.total,
-    }
-    if info.size != encoder.stored_bytes:
-        raise SystemExit(f"stored {info.size} bytes, encoder produced {encoder.stored_bytes}")
-    if case == "e":
-        report = read_back(storage.get(key))
-        result["seconds"] = time.perf_counter() - started
-        result["read_back"] = {
-            "seconds": report.seconds,
-            "decoded_bytes": report.decoded_bytes,
-            "decode_error": report.decode_error,
-            **report.timings,
-        }
-        bad = (
-            report.decode_error
-            or report.sha256 != encoder.sha256
-            or report.decoded_bytes != encoder.logical_bytes
+    source = out_dir / "runbook.yaml"
+    source.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": "sqlite:///catalog.db",
+                "storage": {"kind": "local", "path": "backups"},
+                "backup": {
+                    "compression_level": level,
+                    "compression_threads": threads,
+                    "retries": 0,
+                },
+                "targets": {"postgres": [{"name": "bench", "dsn": dsn}]},
+            }
         )
-        if bad:
-            raise SystemExit(f"read-back disagrees with the backup: {report}")
+    )
+    config = parse_config(source.read_text(), source=source)
+    runtime = runtime_for(config)
+    backup_id = new_backup_id()
+    started = time.perf_counter()
+    outcome = run_backup(
+        config, config.target("bench"), runtime.catalog, runtime.storage, backup_id
+    )
+    backup_seconds = time.perf_counter() - started
+    if outcome.manifest is None:
+        raise SystemExit(f"backup did not store: {outcome.record}")
+    artifact = outcome.manifest.artifacts[0]
+    result = {
+        "seconds": artifact.seconds,
+        "phase_seconds": artifact.seconds,
+        "backup_seconds": backup_seconds,
+        "import_seconds": import_seconds,
+        "logical_bytes": artifact.logical_bytes,
+        "stored_bytes": artifact.bytes,
+        "manifest_timings": outcome.manifest.timings,
+        "pg_dump": outcome.manifest.tools.get("pg_dump"),
+        "server_version": outcome.manifest.source.get("server_version"),
+    }
+    if case == "e":
+        verify_started = time.perf_counter()
+        report = verify_backup(runtime.catalog, runtime.storage, backup_id)
+        result["verify_seconds"] = time.perf_counter() - verify_started
+        result["seconds"] = time.perf_counter() - started
+        if not report.ok:
+            raise SystemExit(f"verification failed: {report.problems}")
     self_usage = resource.getrusage(resource.RUSAGE_SELF)
     result["peak_rss_mib"] = self_usage.ru_maxrss / 1024  # KiB on Linux
     result["python_cpu"] = self_usage.ru_utime + self_usage.ru_stime
-    storage.delete(key)
+    runtime.close()
     print(json.dumps(result))
 
 
@@ -179,8 +211,11 @@ def report(runs: dict[str, list[dict]], facts: dict, loads: list[float], args) -
         ("d speed vs b >= 0.95", med["b"] / med["d"], 0.95),
         ("d speed vs c >= 2", med["c"] / med["d"], 2.0),
         ("e speed vs b >= 0.75", med["b"] / med["e"], 0.75),
-        ("peak RSS of d/e < 200 MiB",
-         200 / max(r["peak_rss_mib"] for r in runs["d"] + runs["e"]), 1.0),
+        (
+            "peak RSS of d/e < 200 MiB",
+            200 / max(r["peak_rss_mib"] for r in runs["d"] + runs["e"]),
+            1.0,
+        ),
     ]
     for name, value, goal in targets:
         verdict = "met" if value >= goal else "MISSED"
@@ -201,35 +236,27 @@ def report(runs: dict[str, list[dict]], facts: dict, loads: list[float], args) -
         f"- a speed vs b: {paired('a', 'b')} (pg_dump alone: the ceiling)",
     ]
 
-    def timing(path: list[str]) -> str:
-        values = []
-        for run in runs["e"] if path[0] == "read_back" else runs["d"]:
-            node = run
-            for part in path:
-                node = node[part]
-            values.append(node)
-        return _fmt(_median(values))
+    def med_of(case: str, key: str, sub: str | None = None) -> str:
+        values = [r[key][sub] if sub else r[key] for r in runs[case] if key in r]
+        values = [v for v in values if v is not None]
+        return _fmt(_median(values)) if values else "–"
 
     lines += [
         "",
-        "Where the time goes in d (medians, seconds, in the thread that drives the pipeline; "
-        "zstd compresses in its own worker threads):",
+        "Where the time goes in Runbook's backup (medians, seconds):",
         "",
-        "| waiting for pg_dump (read) | handing to zstd | sha256 | storage writes "
-        "| fsync + rename | whole put | Python CPU | interpreter + imports |",
+        "| facts (version, schema) | exact row counts | dump phase (d) "
+        "| whole run_backup | read-back verification | e total | Python CPU (e) "
+        "| interpreter + imports |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {timing(['encoder', 'read'])} | {timing(['encoder', 'compress'])} "
-        f"| {timing(['encoder', 'hash'])} | {timing(['encoder', 'downstream'])} "
-        f"| {timing(['put_after_stream'])} | {timing(['put_seconds'])} "
-        f"| {timing(['python_cpu'])} "
-        f"| {_fmt(_median([r['wall_with_startup'] - r['seconds'] for r in runs['d']]))} |",
+        f"| {med_of('d', 'manifest_timings', 'facts')} "
+        f"| {med_of('d', 'manifest_timings', 'row counts')} | {med_of('d', 'phase_seconds')} "
+        f"| {med_of('d', 'backup_seconds')} | {med_of('e', 'verify_seconds')} "
+        f"| {med_of('e', 'seconds')} | {med_of('e', 'python_cpu')} "
+        f"| {_fmt(_median([r['wall_with_startup'] - r['backup_seconds'] for r in runs['d']]))} |",
         "",
-        "Read-back in e (medians, seconds; hashing and decoding overlap in two threads):",
-        "",
-        "| read_back total | reading storage | sha256 | decode (other thread) |",
-        "|---:|---:|---:|---:|",
-        f"| {timing(['read_back', 'seconds'])} | {timing(['read_back', 'read'])} "
-        f"| {timing(['read_back', 'hash'])} | {timing(['read_back', 'decode'])} |",
+        f"Runbook chose {runs['d'][0].get('pg_dump')} for the PostgreSQL "
+        f"{runs['d'][0].get('server_version')} server.",
         "",
         "Every round (seconds; the order of the cases rotates from round to round):",
         "",
@@ -243,7 +270,7 @@ def report(runs: dict[str, list[dict]], facts: dict, loads: list[float], args) -
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> str | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--level", type=int, default=1)
@@ -254,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.dsn, args.out, args.level, args.threads)
-        return
+        return None
 
     from benchmarks.dataset import ensure_dataset
 
@@ -274,11 +301,16 @@ def main(argv: list[str] | None = None) -> None:
                 result = _run_shell(case, dsn, out_dir / "backup.out")
             else:
                 result = _run_python(case, dsn, out_dir, args.level, args.threads)
+            # The shell cases do not fsync: write their output back now, untimed, so the
+            # next case does not pay for another case's writeback.
+            os.sync()
             shutil.rmtree(out_dir, ignore_errors=True)
             runs[case].append(result)
             _log(f"round {round_no + 1} {case}: {result['seconds']:.2f}s")
     loads.append(os.getloadavg()[0])
-    print(report(runs, facts, loads, args))
+    markdown = report(runs, facts, loads, args)
+    print(markdown)
+    return markdown
 
 
 if __name__ == "__main__":

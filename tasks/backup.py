@@ -99,7 +99,8 @@ def dump_postgres(
     target: PostgresTarget, storage: Storage, backup_id: str, settings: BackupSettings
 ) -> Dumped:
     """pg_dump -Fc of the whole database and of each configured schema, all in one snapshot;
-    exact row counts per table taken in that same snapshot while the dump runs."""
+    exact row counts per table taken in that same snapshot first (a parallel seq scan: a
+    fraction of the dump's time, and cheaper than competing with pg_dump for the cores)."""
     from tasks.postgres import (
         client_env,
         connect,
@@ -139,7 +140,9 @@ def dump_postgres(
                 f"{facts['database']!r} (check the target's schemas list)"
             )
         timings["facts"] = round(time.monotonic() - started, 3)
-        counter = _Background(lambda: exact_row_counts(conn, schema["tables"]))
+        count_started = time.monotonic()
+        row_counts = exact_row_counts(conn, schema["tables"])
+        timings["row counts"] = round(time.monotonic() - count_started, 3)
 
         archives: list[tuple[str, str | None]] = [("database", None)]
         archives += [(f"schema-{name}", name) for name in target.schemas]
@@ -174,9 +177,6 @@ def dump_postgres(
                 )
             artifacts.append(artifact)
             timings[f"dump {name}"] = artifact.seconds
-        count_started = time.monotonic()
-        row_counts = counter.result()
-        timings["row counts (waited)"] = round(time.monotonic() - count_started, 3)
 
     source = {
         **facts,
@@ -191,28 +191,6 @@ def dump_postgres(
 
 def _schemas(conn: Any) -> set[str]:
     return {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
-
-
-class _Background:
-    """Run a function in a thread; `result()` joins and re-raises its exception."""
-
-    def __init__(self, fn: Callable[[], Any]):
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[[], Any]) -> None:
-        try:
-            self._result = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            self._error = exc
-
-    def result(self) -> Any:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._result
 
 
 # --- Redis ---------------------------------------------------------------------------------

@@ -328,8 +328,10 @@ def test_secrets_are_redacted_from_messages():
 
 
 def test_stderr_keeps_only_the_last_64_kib():
-    script = "i=0; while [ $i -lt 3000 ]; do echo \"line $i of noise noise noise\" >&2; " \
+    script = (
+        'i=0; while [ $i -lt 3000 ]; do echo "line $i of noise noise noise" >&2; '
         "i=$((i+1)); done; exit 1"
+    )
     with pytest.raises(ProcessFailed) as caught:
         list(ProcessStream(["sh", "-c", script]))
     tail = caught.value.stderr_tail
