@@ -28,13 +28,31 @@ def declared_deployments(prefect_yaml: Path = ROOT / "prefect.yaml") -> list[dic
     return yaml.safe_load(prefect_yaml.read_text())["deployments"]
 
 
-def build_deployments(prefect_yaml: Path = ROOT / "prefect.yaml") -> list[Any]:
+TIMEZONE_PLACEHOLDER = "{{ $RUNBOOK_TIMEZONE }}"
+
+
+def schedule_timezone(declared: str | None, config_path: str | None = None) -> str:
+    """prefect.yaml says "{{ $RUNBOOK_TIMEZONE }}": $RUNBOOK_TIMEZONE, else runbook.yaml's."""
+    if declared and declared != TIMEZONE_PLACEHOLDER:
+        return declared
+    if os.environ.get("RUNBOOK_TIMEZONE"):
+        return os.environ["RUNBOOK_TIMEZONE"]
+    from runbook.config import load_config
+
+    return load_config(config_path).timezone
+
+
+def build_deployments(
+    prefect_yaml: Path = ROOT / "prefect.yaml", config_path: str | None = None
+) -> list[Any]:
     from prefect.client.schemas.schedules import construct_schedule
 
     deployments = []
     for spec in declared_deployments(prefect_yaml):
         schedules = [
-            construct_schedule(cron=s["cron"], timezone=s.get("timezone", "UTC"))
+            construct_schedule(
+                cron=s["cron"], timezone=schedule_timezone(s.get("timezone"), config_path)
+            )
             for s in spec.get("schedules", [])
         ]
         flow = load_flow(spec["entrypoint"])

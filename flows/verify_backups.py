@@ -36,7 +36,7 @@ def verify_backups(
     if backup_ids:
         ids = [runtime.catalog.get_backup(backup_id).id for backup_id in backup_ids]
     else:
-        targets = [runtime.config.target(target)] if target else runtime.config.all_targets()
+        targets = [runtime.config.target(target)] if target else runtime.config.backup_targets()
         ids = []
         for t in targets:
             latest = runtime.catalog.latest_backup(t.name, statuses=COMMITTED)

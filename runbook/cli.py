@@ -117,7 +117,7 @@ def backup(
     path = _config_path(config)
     cfg = load_config(path)
     cfg.select_targets(target)  # unknown names fail here, before Prefect starts
-    if not cfg.all_targets():
+    if not cfg.backup_targets():
         fail(f"{path}: no targets configured (add targets.postgres, .redis or .files)")
     from flows.backup import backup as backup_flow
 
@@ -362,6 +362,53 @@ def retention(
     raise typer.Exit(EXIT_OK if completed else EXIT_FAILED)
 
 
+# --- health --------------------------------------------------------------------------------
+
+
+@app.command()
+@operator_errors
+def health(
+    only: Annotated[str | None, typer.Option("--only", help="Comma-separated check kinds: "
+                    "http, postgres, redis, prometheus, kubernetes, docker, host, logs, "
+                    "backups [default: all]")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the health checks now. Exit 0 when nothing is critical, 1 when something is."""
+    from runbook.config import load_config
+    from tasks.checks import check_plan, select_kinds
+
+    path = _config_path(config)
+    cfg = load_config(path)
+    kinds = select_kinds([only] if only else None)  # unknown kinds fail before Prefect starts
+    if not check_plan(cfg, kinds):
+        fail(f"{path}: nothing to check for {', '.join(kinds)} (configure targets)")
+    from flows.daily_health import daily_health
+
+    _completed, report = _run_flow(daily_health, only=kinds if only else None, config_path=path)
+    if as_json:
+        emit_json({
+            "status": report.status.value,
+            "severity": report.severity,
+            "run_id": report.run_id,
+            "checks": [c.model_dump(mode="json") for c in report.checks],
+            "events": report.events,
+        })
+    else:
+        from rich.table import Table
+
+        colour = {"ok": "green", "warn": "yellow", "critical": "red", "unknown": "magenta"}
+        table = Table(title=f"Health: {report.status.value}"
+                      + (f" ({report.severity})" if report.severity else ""))
+        for column in ("status", "check", "target", "value", "threshold", "message"):
+            table.add_column(column)
+        for c in report.checks:
+            table.add_row(f"[{colour[c.status.value]}]{c.status.value}[/]", c.check, c.target,
+                          "" if c.value is None else str(c.value), c.threshold or "", c.message)
+        _console().print(table)
+    raise typer.Exit(EXIT_FAILED if report.critical else EXIT_OK)
+
+
 # --- config and demo -----------------------------------------------------------------------
 
 
@@ -369,10 +416,14 @@ def retention(
 @operator_errors
 def check_config(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Validate the config file and list its targets (secrets masked)."""
-    from runbook.config import TARGET_KIND, load_config
+    from runbook.config import load_config
 
     cfg = load_config(_config_path(config))
-    targets = [{"name": t.name, "kind": TARGET_KIND[type(t)]} for t in cfg.all_targets()]
+    from runbook.config import ALL_KINDS
+
+    targets = [
+        {"name": t.name, "kind": kind} for kind in ALL_KINDS for t in getattr(cfg.targets, kind)
+    ]
     if as_json:
         emit_json({"ok": True, "config": str(cfg.source), "targets": targets})
     else:
@@ -380,6 +431,38 @@ def check_config(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             f"{cfg.source}: ok, {len(targets)} target(s): "
             + ", ".join(f"{t['name']} ({t['kind']})" for t in targets)
         )
+
+
+@app.command()
+@operator_errors
+def deploy(config: ConfigOpt = None) -> None:
+    """Register every deployment of prefect.yaml with your Prefect server (PREFECT_API_URL),
+    with schedules in runbook.yaml's timezone and RUNBOOK_CONFIG pointing at the config."""
+    import subprocess
+
+    from runbook.config import load_config
+
+    path = _config_path(config)
+    cfg = load_config(path)
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "prefect.yaml").exists():
+        fail(f"{root}/prefect.yaml not found: run `runbook deploy` from a Runbook checkout")
+    env = {**os.environ, "RUNBOOK_CONFIG": path, "RUNBOOK_TIMEZONE": cfg.timezone,
+           "RUNBOOK_HOME": os.environ.get("RUNBOOK_HOME", str(root))}
+    if not env.get("PREFECT_API_URL"):
+        fail("PREFECT_API_URL is not set: start a server (prefect server start) and point "
+             "PREFECT_API_URL at it")
+    import yaml
+
+    spec = yaml.safe_load((root / "prefect.yaml").read_text())
+    work_pool = spec["definitions"]["work_pool"]["name"]
+    prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
+    pool = subprocess.run([*prefect, "work-pool", "create", work_pool, "--type", "process"],
+                          env=env, cwd=root, capture_output=True, text=True)
+    if pool.returncode != 0 and "already exists" not in pool.stdout + pool.stderr:
+        fail(f"could not create work pool {work_pool}: {pool.stderr.strip()[-300:]}", 1)
+    done = subprocess.run([*prefect, "deploy", "--all"], env=env, cwd=root)
+    raise typer.Exit(EXIT_OK if done.returncode == 0 else EXIT_FAILED)
 
 
 @app.command()

@@ -68,6 +68,31 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Threshold(Model):
+    """A measured value is warn/critical when `value <op> warn/critical` holds."""
+
+    warn: float | None = None
+    critical: float | None = None
+    op: Literal[">", ">=", "<", "<="] = ">"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Threshold:
+        if self.warn is None or self.critical is None:
+            return self
+        wrong = self.critical < self.warn if self.op.startswith(">") else self.critical > self.warn
+        if wrong:
+            worse = "above" if self.op.startswith(">") else "below"
+            raise ValueError(
+                f"critical ({self.critical:g}) must be {worse} or equal to warn ({self.warn:g}) "
+                f"for op '{self.op}'"
+            )
+        return self
+
+
+def _t(warn: float | None, critical: float | None, op: str = ">") -> Any:
+    return Field(default_factory=lambda: Threshold(warn=warn, critical=critical, op=op))
+
+
 # --- catalog and storage -------------------------------------------------------------------
 
 
@@ -137,6 +162,53 @@ class BackupSettings(Model):
 # --- targets -------------------------------------------------------------------------------
 
 
+class PostgresHealth(Model):
+    """check_postgres-style checks with runbook defaults (003: idle connections over 1 h)."""
+
+    enabled: bool = True
+    connections: Threshold = _t(80, 95)  # % of max_connections in use
+    long_query_minutes: float = Field(default=5, gt=0)
+    long_queries: Threshold = _t(0, 5)  # queries running longer than long_query_minutes
+    idle_in_transaction_minutes: float = Field(default=5, gt=0)
+    idle_in_transaction: Threshold = _t(0, 5)
+    idle_connection_hours: float = Field(default=1, gt=0)
+    idle_connections: Threshold = _t(10, 50)  # idle longer than idle_connection_hours
+    waiting_locks: Threshold = _t(0, 10)
+    wraparound: Threshold = _t(50, 75)  # % of the 2^31 transaction-ID horizon used
+    replication_lag_seconds: Threshold = _t(30, 300)
+    inactive_slots: Threshold = _t(0, None)
+    cache_hit_ratio: Threshold = _t(95, 90, "<")  # %
+    dead_tuple_ratio: Threshold = _t(20, 40)  # % dead tuples of the worst table
+    dead_tuple_min_rows: int = Field(default=10_000, ge=0)
+    vacuum_age_days: Threshold = _t(7, 30)  # since last (auto)vacuum of the stalest table
+    database_size_gb: Threshold = _t(None, None)  # report only unless set
+
+
+class RedisHealth(Model):
+    enabled: bool = True
+    latency_ms: Threshold = _t(50, 200)
+    memory: Threshold = _t(80, 95)  # % of maxmemory (when maxmemory is set)
+    hit_rate: Threshold = _t(30, 10, "<")  # %, runbook 000: warn under 30 %
+    evicted_keys: Threshold = _t(None, None)  # cumulative; report only unless set
+    rejected_connections: Threshold = _t(0, 100)
+    fragmentation: Threshold = _t(1.5, 2.0)  # allocator fragmentation ratio
+    rdb_save_age_hours: Threshold = _t(25, 49)  # only when the server saves RDB files
+
+
+class DrillServer(Model):
+    """Where DR drills restore: a throwaway embedded PostgreSQL (default) or a team server."""
+
+    server: Literal["embedded"] | None = "embedded"
+    dsn: SecretStr | None = None
+    jobs: int = Field(default=2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DrillServer:
+        if self.dsn is not None:
+            object.__setattr__(self, "server", None)
+        return self
+
+
 class PostgresTarget(Model):
     name: Name
     dsn: SecretStr
@@ -145,6 +217,10 @@ class PostgresTarget(Model):
     )
     bin_dir: Path | None = Field(default=None, description="folder with pg_dump/pg_restore")
     connect_timeout: Duration = timedelta(seconds=10)
+    rpo: Duration | None = Field(default=None, description="most data loss tolerated")
+    rto: Duration | None = Field(default=None, description="longest restore tolerated")
+    drill: DrillServer = Field(default_factory=DrillServer)
+    health: PostgresHealth = Field(default_factory=PostgresHealth)
 
     @field_validator("dsn")
     @classmethod
@@ -171,6 +247,9 @@ class RedisTarget(Model):
     name: Name
     url: SecretStr
     timeout: Duration = timedelta(seconds=30)
+    rpo: Duration | None = None
+    rto: Duration | None = None
+    health: RedisHealth = Field(default_factory=RedisHealth)
 
     @field_validator("url")
     @classmethod
@@ -189,16 +268,178 @@ class FilesTarget(Model):
     name: Name
     paths: list[Path] = Field(min_length=1)
     exclude: list[str] = Field(default_factory=list, description="glob patterns to leave out")
+    rpo: Duration | None = None
+
+
+# --- health-only targets (issue: daily health) ----------------------------------------------
+
+
+class HttpExpect(Model):
+    status: int | list[int] = 200
+    # dotted path -> expected value; '*' matches every item: {"status": "healthy",
+    # "ready": true, "checks.*": true}
+    json_: dict[str, Any] = Field(default_factory=dict, alias="json")
+    body_contains: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class HttpTarget(Model):
+    name: Name
+    url: str
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    expect: HttpExpect = Field(default_factory=HttpExpect)
+    timeout: Duration = timedelta(seconds=10)
+    latency_seconds: Threshold = _t(1, 2)  # runbook 000: API responses under 2 s
+    tls_days: Threshold = _t(30, 7, "<")  # certificate days left
+    verify_tls: bool = True
+    ca_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected http://host[:port]/path or https://...")
+        return value
+
+
+class LogPattern(Model):
+    name: Name
+    regex: str
+    count: Threshold = _t(0, None)  # matches since the last run
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+def _default_log_patterns() -> list[LogPattern]:
+    # Runbook 000's three greps.
+    return [
+        LogPattern(name="errors", regex=r"\b(ERROR|CRITICAL|FATAL)\b",
+                   count=Threshold(warn=0, critical=10)),
+        LogPattern(name="performance", regex=r"\b(SLOW|TIMEOUT|MEMORY)\b",
+                   count=Threshold(warn=5, critical=50)),
+        LogPattern(name="security", regex=r"\b(AUTH|UNAUTHORIZED|FORBIDDEN)\b",
+                   count=Threshold(warn=10, critical=100)),
+    ]
+
+
+class LogsTarget(Model):
+    name: Name
+    paths: list[str] = Field(min_length=1, description="files or glob patterns")
+    patterns: list[LogPattern] = Field(default_factory=_default_log_patterns)
+
+
+class PromQuery(Model):
+    name: Name
+    query: str = Field(min_length=1)
+    warn: float | None = None
+    critical: float | None = None
+    op: Literal[">", ">=", "<", "<="] = ">"
+    unit: str = ""
+    no_data: Literal["ok", "unknown", "warn", "critical"] = "unknown"
+
+    @property
+    def threshold(self) -> Threshold:
+        return Threshold(warn=self.warn, critical=self.critical, op=self.op)
+
+
+class PrometheusTarget(Model):
+    name: Name
+    url: str
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    timeout: Duration = timedelta(seconds=10)
+    queries: list[PromQuery] = Field(min_length=1)
+
+
+class KubernetesTarget(Model):
+    name: Name
+    kubeconfig: Path | None = None
+    context: str | None = None
+    in_cluster: bool = False
+    api_url: str | None = None  # with token: talk to this API server directly
+    token: SecretStr | None = None
+    verify_tls: bool = True
+    namespaces: list[str] = Field(default_factory=list, description="empty = all namespaces")
+    restart_window: Duration = timedelta(hours=24)
+    restarts: Threshold = _t(0, 5)  # container restarts within restart_window
+    timeout: Duration = timedelta(seconds=10)
+
+
+class DockerTarget(Model):
+    name: Name
+    url: str = "unix:///var/run/docker.sock"
+    project: str | None = Field(default=None, description="compose project label to filter on")
+    restarts: Threshold = _t(0, 5)
+    timeout: Duration = timedelta(seconds=10)
+
+
+class HostTarget(Model):
+    name: Name = "localhost"
+    mounts: list[str] = Field(default_factory=list, description="empty = every real filesystem")
+    disk: Threshold = _t(85, 95)  # % used, runbook 000: disk > 85 %
+    inodes: Threshold = _t(85, 95)
+    memory: Threshold = _t(90, 95)  # runbook 000: memory > 90 %
+    load_per_core: Threshold = _t(1.5, 3.0)
 
 
 class Targets(Model):
     postgres: list[PostgresTarget] = Field(default_factory=list)
     redis: list[RedisTarget] = Field(default_factory=list)
     files: list[FilesTarget] = Field(default_factory=list)
+    http: list[HttpTarget] = Field(default_factory=list)
+    logs: list[LogsTarget] = Field(default_factory=list)
+    prometheus: list[PrometheusTarget] = Field(default_factory=list)
+    kubernetes: list[KubernetesTarget] = Field(default_factory=list)
+    docker: list[DockerTarget] = Field(default_factory=list)
+    host: list[HostTarget] = Field(default_factory=list)
 
 
-TargetConfig = PostgresTarget | RedisTarget | FilesTarget
+TargetConfig = PostgresTarget | RedisTarget | FilesTarget  # what backups are taken of
 TARGET_KIND = {PostgresTarget: "postgres", RedisTarget: "redis", FilesTarget: "files"}
+BACKUP_KINDS = ("postgres", "redis", "files")
+ALL_KINDS = ("postgres", "redis", "files", "http", "logs", "prometheus", "kubernetes",
+             "docker", "host")
+
+
+class HealthSettings(Model):
+    check_timeout: Duration = Field(
+        default=timedelta(seconds=30), description="hard deadline of one check"
+    )
+    unreachable: Literal["unknown", "critical"] = "critical"
+    concurrency: int = Field(default=32, ge=1, le=512)
+    notify_after: dict[Literal["warn", "critical", "unknown"], int] = Field(
+        default_factory=lambda: {"critical": 1, "warn": 3, "unknown": 3},
+        description="consecutive failing runs before a check notifies",
+    )
+    backup_max_age: Duration = Field(
+        default=timedelta(hours=26), description="backup freshness when a target has no rpo"
+    )
+
+
+class WebhookSettings(Model):
+    url: SecretStr
+    min_status: Literal["warn", "critical"] = "warn"
+    timeout: Duration = timedelta(seconds=10)
+
+
+class PushgatewaySettings(Model):
+    url: str
+    job: str = "runbook"
+    timeout: Duration = timedelta(seconds=10)
+
+
+class Notifications(Model):
+    webhook: WebhookSettings | None = None
+    pushgateway: PushgatewaySettings | None = None
 
 
 class Config(Model):
@@ -210,6 +451,8 @@ class Config(Model):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     timezone: str = "UTC"
     targets: Targets = Field(default_factory=Targets)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    notifications: Notifications = Field(default_factory=Notifications)
     _source: Path | None = PrivateAttr(default=None)  # the file it came from
 
     @field_validator("timezone")
@@ -235,7 +478,7 @@ class Config(Model):
     @model_validator(mode="after")
     def _unique_target_names(self) -> Config:
         seen: dict[str, str] = {}
-        for kind in ("postgres", "redis", "files"):
+        for kind in ALL_KINDS:
             for index, target in enumerate(getattr(self.targets, kind)):
                 where = f"targets.{kind}[{index}]"
                 if target.name in seen:
@@ -247,19 +490,20 @@ class Config(Model):
 
     # --- lookups ------------------------------------------------------------------------
 
-    def all_targets(self) -> list[TargetConfig]:
+    def backup_targets(self) -> list[TargetConfig]:
         return [*self.targets.postgres, *self.targets.redis, *self.targets.files]
 
     def target(self, name: str) -> TargetConfig:
-        for target in self.all_targets():
+        """A backup target by name (postgres, redis or files)."""
+        for target in self.backup_targets():
             if target.name == name:
                 return target
-        known = ", ".join(t.name for t in self.all_targets()) or "none configured"
-        raise NotFoundError(f"unknown target {name!r} (known targets: {known})")
+        known = ", ".join(t.name for t in self.backup_targets()) or "none configured"
+        raise NotFoundError(f"unknown backup target {name!r} (backup targets: {known})")
 
     def select_targets(self, names: list[str] | None) -> list[TargetConfig]:
         if not names:
-            return self.all_targets()
+            return self.backup_targets()
         return [self.target(name) for name in names]
 
     @property

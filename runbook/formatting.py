@@ -71,3 +71,16 @@ def backup_rows(
                 ]
             )
     return rows
+
+
+def human_duration(delta: Any) -> str:
+    """timedelta -> '26h', '3d4h', '45m', '12s'."""
+    total = int(delta.total_seconds())
+    if total < 60:
+        return f"{total}s"
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "",
+             f"{minutes}m" if minutes and not days else ""]
+    return "".join(parts) or "0m"

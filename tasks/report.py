@@ -72,3 +72,27 @@ def retention_report_markdown(summary: Any) -> str:
 def publish_markdown(key: str, markdown: str, description: str) -> None:
     """A keyed artifact, so the Artifacts page shows the latest version."""
     create_markdown_artifact(markdown=markdown, key=key, description=description)
+
+
+def health_report_markdown(report: Any) -> str:
+    icon = {"ok": "✅", "warn": "⚠️", "critical": "🔴", "unknown": "❔"}
+    order = {"critical": 0, "warn": 1, "unknown": 2, "ok": 3}
+    rows = [
+        [icon[r.status.value] + " " + r.status.value, r.check, r.target,
+         "" if r.value is None else r.value, r.threshold or "", r.message]
+        for r in sorted(report.checks, key=lambda r: (order[r.status.value], r.check, r.target))
+    ]
+    counts = ", ".join(f"{sum(1 for r in report.checks if r.status.value == s)} {s}"
+                       for s in ("critical", "warn", "unknown", "ok"))
+    head = (f"# Health: {report.status}" + (f" ({report.severity})" if report.severity else "")
+            + f"\n\n{len(report.checks)} checks: {counts}.\n\n")
+    events = [f"- {e}" for e in report.events]
+    tail = ("\n\n## Notified\n\n" + "\n".join(events)) if events else ""
+    return head + _table(["status", "check", "target", "value", "threshold", "message"],
+                         rows) + tail
+
+
+def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
+    from prefect.artifacts import create_table_artifact
+
+    create_table_artifact(table=rows, key=key, description=description)

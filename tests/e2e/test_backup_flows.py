@@ -125,10 +125,10 @@ def test_cli_backup_list_verify_json_and_exit_codes(pg15, make_database, write_c
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["backup", "--target", "nope"], "unknown target 'nope'"),
+        (["backup", "--target", "nope"], "unknown backup target 'nope'"),
         (["verify", "20990101T000000Z-abcdef"], "unknown backup id '20990101T000000Z-abcdef'"),
         (["verify"], "give either a BACKUP_ID or --latest"),
-        (["backups", "list", "--target", "nope"], "unknown target 'nope'"),
+        (["backups", "list", "--target", "nope"], "unknown backup target 'nope'"),
     ],
 )
 def test_operator_mistakes_exit_2_with_one_line(args, message, write_config):

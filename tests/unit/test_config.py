@@ -44,7 +44,7 @@ def test_issue_example_parses_with_env_and_resolves_paths(tmp_path, monkeypatch)
         Path("/etc/myapp"),
         tmp_path / "conf" / "docker-compose.yml",
     ]
-    assert [t.name for t in config.all_targets()] == ["app", "cache", "config"]
+    assert [t.name for t in config.backup_targets()] == ["app", "cache", "config"]
     assert config.retention.grace == timedelta(hours=24)
 
 
@@ -139,5 +139,5 @@ def test_s3_settings_and_unknown_target_lookup():
     assert isinstance(config.storage, S3Storage)
     assert config.storage.prefix == "runbook"
     assert "SK" not in repr(config.storage)
-    with pytest.raises(NotFoundError, match="unknown target 'nope' \\(known targets: f\\)"):
+    with pytest.raises(NotFoundError, match="unknown backup target 'nope' \\(backup targets: f\\)"):
         config.target("nope")

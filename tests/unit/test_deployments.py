@@ -26,10 +26,16 @@ def test_deployment_parameters_match_the_flow(spec):
     assert required == [], f"{spec['name']}: parameters without defaults {required}"
 
 
-def test_serve_builds_every_deployment_with_its_schedules():
-    built = {d.name: d for d in build_deployments()}
+def test_serve_builds_every_deployment_with_its_schedules(tmp_path, monkeypatch):
+    monkeypatch.delenv("RUNBOOK_TIMEZONE", raising=False)
+    config = tmp_path / "runbook.yaml"
+    config.write_text("timezone: Europe/Berlin\n")
+    built = {d.name: d for d in build_deployments(config_path=str(config))}
     assert set(built) == {s["name"] for s in declared_deployments()}
     nightly = built["backup-nightly"]
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    assert nightly.schedules[0].schedule.timezone == "Europe/Berlin"  # from runbook.yaml
+    assert [s.schedule.cron for s in built["health-daily"].schedules] == ["0 6 * * *"]
+    assert built["health-hourly"].parameters["only"] == ["prometheus", "host"]
     assert built["backup-on-demand"].schedules == []
     assert built["retention-daily"].parameters["dry_run"] is False

@@ -1,0 +1,85 @@
+"""The health flow: every check the runbooks do by hand, graded, kept and alerted.
+
+1. Load the config and choose the check kinds (all, or `only`).
+2. Run every check concurrently, each under a hard deadline (a hung system turns its check
+   unknown or critical; the run goes on).
+3. Record the results in the catalog with each check's failing streak.
+4. Publish a markdown and a table artifact (keyed: the Artifacts page shows the latest).
+5. Notify: the Slack-compatible webhook for checks that started failing (after N runs in a
+   row), got worse or recovered; Pushgateway metrics when configured.
+6. Return a HealthReport; the run ends Failed when any check is critical.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect.states import Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel
+
+from runbook.catalog import HealthHistory, utcnow
+from runbook.health import CheckResult, Status, severity, worst
+from runbook.runtime import open_runtime
+from tasks.checks import check_plan, record_results, run_check, select_kinds
+from tasks.notify import metrics_text, notify_webhook, push_health_metrics, webhook_message
+from tasks.report import health_report_markdown, publish_markdown, publish_table
+
+
+class HealthReport(BaseModel):
+    run_id: str
+    status: Status
+    severity: str | None
+    checks: list[CheckResult]
+    events: list[str]  # what was notified: "failing: http.status on api", ...
+
+    @property
+    def critical(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status == Status.CRITICAL]
+
+
+@flow(name="health", persist_result=True, task_runner=ThreadPoolTaskRunner(max_workers=16))
+def daily_health(only: list[str] | None = None, config_path: str | None = None) -> HealthReport:
+    """Run the health checks (default: all kinds; e.g. only=["prometheus", "host"])."""
+    runtime = open_runtime(config_path)
+    kinds = select_kinds(only)
+    now = utcnow()
+    run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+    history = HealthHistory(runtime.catalog)
+    history.start_run(run_id, now, kinds if only else [],
+                      str(flow_run.id) if flow_run.id else None)
+
+    futures = [
+        run_check.submit(config_path, kind, name, name or kind, now)
+        for kind, name in check_plan(runtime.config, kinds)
+    ]
+    results = [result for future in futures for result in future.result()]
+    tracked = record_results(config_path, run_id, now, results)
+
+    status = worst(r.status for r in results)
+    level = severity(results)
+    events = [f"{t.event}: {t.result.check} on {t.result.target} ({t.result.status.value})"
+              for t in tracked if t.event]
+    report = HealthReport(run_id=run_id, status=status, severity=level, checks=results,
+                          events=events)
+    publish_markdown("health-report", health_report_markdown(report), "Latest health run")
+    publish_table("health-checks", [r.model_dump(mode="json") for r in results],
+                  "Latest health checks")
+
+    notifications = runtime.config.notifications
+    if notifications.webhook is not None:
+        payload = webhook_message(tracked, level, notifications.webhook.min_status)
+        if payload is not None:
+            notify_webhook(config_path, payload, return_state=True)
+    if notifications.pushgateway is not None:
+        push_health_metrics(config_path, metrics_text(results, utcnow().timestamp()),
+                            socket.gethostname(), return_state=True)
+    history.finish_run(run_id, status.value, level)
+
+    if status == Status.CRITICAL:
+        bad = [f"{c.check} on {c.target}" for c in report.critical]
+        return Failed(message=f"{len(bad)} critical: {', '.join(bad[:5])}", data=report)
+    return report

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from runbook.config import Threshold
+from runbook.health import CheckResult, Status, describe, grade, severity, track, worst
+
+
+@pytest.mark.parametrize(
+    ("value", "threshold", "expected"),
+    [
+        (79, Threshold(warn=80, critical=95), Status.OK),
+        (80, Threshold(warn=80, critical=95), Status.OK),  # op ">": the boundary is fine
+        (81, Threshold(warn=80, critical=95), Status.WARN),
+        (96, Threshold(warn=80, critical=95), Status.CRITICAL),
+        (25, Threshold(warn=30, critical=10, op="<"), Status.WARN),
+        (5, Threshold(warn=30, critical=10, op="<"), Status.CRITICAL),
+        (50, Threshold(), Status.OK),
+        (None, Threshold(warn=1), Status.UNKNOWN),
+    ],
+)
+def test_grade(value, threshold, expected):
+    assert grade(value, threshold) is expected
+
+
+def test_threshold_order_is_validated():
+    with pytest.raises(ValueError, match="critical \\(10\\) must be above"):
+        Threshold(warn=20, critical=10)
+    assert describe(Threshold(warn=30, critical=10, op="<"), "%") == "warn < 30%, critical < 10%"
+
+
+def result(status: Status, check: str = "x.y", target: str = "t") -> CheckResult:
+    return CheckResult(check=check, target=target, status=status)
+
+
+def test_worst_and_severity():
+    assert worst([Status.OK, Status.UNKNOWN, Status.WARN]) is Status.WARN
+    assert severity([result(Status.OK)]) is None
+    assert severity([result(Status.UNKNOWN)]) == "P4"
+    assert severity([result(Status.WARN)]) == "P3"
+    assert severity([result(Status.CRITICAL), result(Status.OK, "http.status", "api")]) == "P2"
+    down = [result(Status.CRITICAL, "http.status", "a"), result(Status.CRITICAL, "http.status", "b")]
+    assert severity(down) == "P1"
+
+
+def run(statuses, notify_after=None):
+    """Feed one check through consecutive runs; return the events."""
+    previous = {}
+    events = []
+    for status in statuses:
+        [t] = track([result(status)], previous, notify_after or {"critical": 1, "warn": 3})
+        previous = {("x.y", "t"): SimpleNamespace(status=t.result.status.value,
+                                                  streak=t.streak, notified=t.notified)}
+        events.append(t.event)
+    return events
+
+
+def test_critical_notifies_at_once_and_recovery_is_reported_once():
+    assert run([Status.CRITICAL, Status.CRITICAL, Status.OK, Status.OK]) == [
+        "failing", None, "recovered", None]
+
+
+def test_warn_notifies_after_three_runs_in_a_row():
+    assert run([Status.WARN, Status.WARN, Status.OK, Status.WARN, Status.WARN, Status.WARN,
+                Status.WARN]) == [None, None, None, None, None, "failing", None]
+
+
+def test_escalation_notifies_again_and_unnotified_recovery_is_silent():
+    assert run([Status.WARN] * 3 + [Status.CRITICAL, Status.WARN, Status.OK]) == [
+        None, None, "failing", "escalated", None, "recovered"]
+    assert run([Status.WARN, Status.OK]) == [None, None]
