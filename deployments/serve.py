@@ -51,7 +51,9 @@ def build_deployments(
     for spec in declared_deployments(prefect_yaml):
         schedules = [
             construct_schedule(
-                cron=s["cron"], timezone=schedule_timezone(s.get("timezone"), config_path)
+                cron=s.get("cron"),
+                rrule=s.get("rrule"),
+                timezone=schedule_timezone(s.get("timezone"), config_path),
             )
             for s in spec.get("schedules", [])
         ]

@@ -49,8 +49,7 @@ def daily_health(only: list[str] | None = None, config_path: str | None = None) 
     now = utcnow()
     run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
     history = HealthHistory(runtime.catalog)
-    history.start_run(run_id, now, kinds if only else [],
-                      str(flow_run.id) if flow_run.id else None)
+    history.start_run(run_id, now, kinds if only else [], str(flow_run.id) if flow_run.id else None)
 
     futures = [
         run_check.submit(config_path, kind, name, name or kind, now)
@@ -61,13 +60,18 @@ def daily_health(only: list[str] | None = None, config_path: str | None = None) 
 
     status = worst(r.status for r in results)
     level = severity(results)
-    events = [f"{t.event}: {t.result.check} on {t.result.target} ({t.result.status.value})"
-              for t in tracked if t.event]
-    report = HealthReport(run_id=run_id, status=status, severity=level, checks=results,
-                          events=events)
+    events = [
+        f"{t.event}: {t.result.check} on {t.result.target} ({t.result.status.value})"
+        for t in tracked
+        if t.event
+    ]
+    report = HealthReport(
+        run_id=run_id, status=status, severity=level, checks=results, events=events
+    )
     publish_markdown("health-report", health_report_markdown(report), "Latest health run")
-    publish_table("health-checks", [r.model_dump(mode="json") for r in results],
-                  "Latest health checks")
+    publish_table(
+        "health-checks", [r.model_dump(mode="json") for r in results], "Latest health checks"
+    )
 
     notifications = runtime.config.notifications
     if notifications.webhook is not None:
@@ -75,8 +79,12 @@ def daily_health(only: list[str] | None = None, config_path: str | None = None) 
         if payload is not None:
             notify_webhook(config_path, payload, return_state=True)
     if notifications.pushgateway is not None:
-        push_health_metrics(config_path, metrics_text(results, utcnow().timestamp()),
-                            socket.gethostname(), return_state=True)
+        push_health_metrics(
+            config_path,
+            metrics_text(results, utcnow().timestamp()),
+            socket.gethostname(),
+            return_state=True,
+        )
     history.finish_run(run_id, status.value, level)
 
     if status == Status.CRITICAL:

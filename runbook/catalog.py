@@ -174,6 +174,32 @@ class CheckResultRow(Base):
 Index("ix_check_results_key_at", CheckResultRow.check, CheckResultRow.target, CheckResultRow.at)
 
 
+class DrillRow(Base):
+    """One DR restore drill of one target."""
+
+    __tablename__ = "drills"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target: Mapped[str] = mapped_column(String(63), index=True)
+    backup_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # running, passed, failed
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    fell_back_from: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    rto_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rpo_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rto_target_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rpo_target_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    timings: Mapped[str] = mapped_column(Text, default="{}")  # JSON: step -> seconds
+    checks: Mapped[str] = mapped_column(Text, default="[]")  # JSON: [{name, ok, detail}]
+    scratch: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    kept: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class StateRow(Base):
     """Small JSON state that checks keep between runs (log offsets)."""
 
@@ -247,7 +273,7 @@ def _record(row: BackupRow) -> BackupRecord:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; a test keeps it equal to Alembic's head. When the database is already
 # there, opening the catalog skips importing Alembic (read-only commands must start fast).
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -568,3 +594,110 @@ class HealthHistory:
                 session.add(StateRow(key=key, value=json.dumps(value), updated_at=utcnow()))
             else:
                 row.value, row.updated_at = json.dumps(value), utcnow()
+
+
+# --- drills ------------------------------------------------------------------------------------
+
+
+class DrillCheckRecord(BaseModel):
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class DrillRecord(BaseModel):
+    id: str
+    target: str
+    backup_id: str | None = None
+    status: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    fell_back_from: str | None = None
+    rto_seconds: float | None = None
+    rpo_seconds: float | None = None
+    rto_target_seconds: float | None = None
+    rpo_target_seconds: float | None = None
+    timings: dict[str, float] = {}
+    checks: list[DrillCheckRecord] = []
+    scratch: str | None = None
+    kept: bool = False
+    error: str | None = None
+    host: str
+    pid: int
+    flow_run_id: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+def _drill(row: DrillRow) -> DrillRecord:
+    data = {c.key: getattr(row, c.key) for c in DrillRow.__table__.columns}
+    data["timings"] = json.loads(row.timings or "{}")
+    data["checks"] = json.loads(row.checks or "[]")
+    return DrillRecord.model_validate(data)
+
+
+class DrillLog:
+    """The catalog's record of DR drills."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def start(
+        self,
+        drill_id: str,
+        target: str,
+        started_at: datetime,
+        host: str,
+        pid: int,
+        flow_run_id: str | None,
+    ) -> DrillRecord:
+        with self.catalog.session() as session:
+            row = DrillRow(
+                id=drill_id,
+                target=target,
+                status="running",
+                started_at=started_at,
+                host=host,
+                pid=pid,
+                flow_run_id=flow_run_id,
+                timings="{}",
+                checks="[]",
+                kept=False,
+            )
+            session.add(row)
+            session.flush()
+            return _drill(row)
+
+    def update(self, drill_id: str, **fields: Any) -> DrillRecord:
+        with self.catalog.session() as session:
+            row = session.get(DrillRow, drill_id)
+            if row is None:
+                raise NotFoundError(f"unknown drill id {drill_id!r}")
+            for name, value in fields.items():
+                if name in ("timings", "checks"):
+                    value = json.dumps(value)
+                setattr(row, name, value)
+            session.flush()
+            return _drill(row)
+
+    def get(self, drill_id: str) -> DrillRecord:
+        with self.catalog.session() as session:
+            row = session.get(DrillRow, drill_id)
+            if row is None:
+                raise NotFoundError(f"unknown drill id {drill_id!r} (see `runbook drills list`)")
+            return _drill(row)
+
+    def list(
+        self, target: str | None = None, limit: int | None = 50, status: str | None = None
+    ) -> list[DrillRecord]:
+        query = select(DrillRow).order_by(DrillRow.started_at.desc(), DrillRow.id.desc())
+        if target:
+            query = query.where(DrillRow.target == target)
+        if status:
+            query = query.where(DrillRow.status == status)
+        if limit:
+            query = query.limit(limit)
+        with self.catalog.session() as session:
+            return [_drill(row) for row in session.scalars(query)]

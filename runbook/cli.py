@@ -362,15 +362,141 @@ def retention(
     raise typer.Exit(EXIT_OK if completed else EXIT_FAILED)
 
 
+# --- DR drills -----------------------------------------------------------------------------
+
+drills_app = typer.Typer(help="Inspect past DR drills.", no_args_is_help=True)
+app.add_typer(drills_app, name="drills")
+
+
+def _drill_json(d: Any) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "target": d.target,
+        "backup_id": d.backup_id,
+        "passed": d.passed,
+        "status": d.status,
+        "fell_back_from": d.fell_back_from,
+        "rto_seconds": d.rto_seconds,
+        "rpo_seconds": d.rpo_seconds,
+        "rto_target_seconds": d.rto_target_seconds,
+        "rpo_target_seconds": d.rpo_target_seconds,
+        "started_at": d.started_at.isoformat(),
+        "finished_at": d.finished_at.isoformat() if d.finished_at else None,
+        "timings": d.timings,
+        "checks": [c.model_dump() for c in d.checks],
+        "kept": d.kept,
+        "scratch": d.scratch,
+        "error": d.error,
+    }
+
+
+def _print_drills(drills: list[Any], details: bool) -> None:
+    console = _console()
+    for d in drills:
+        verdict = "[green]PASSED[/]" if d.passed else f"[red]{d.status.upper()}[/]"
+        rto = f"{d.rto_seconds:.1f}s" if d.rto_seconds is not None else "-"
+        rpo = f"{d.rpo_seconds:.0f}s" if d.rpo_seconds is not None else "-"
+        fell = f" (fell back from corrupt {d.fell_back_from})" if d.fell_back_from else ""
+        console.print(
+            f"{d.id}  {d.target}  {verdict}  backup {d.backup_id or '-'}{fell}  "
+            f"RTO {rto}  RPO {rpo}"
+        )
+        if details:
+            for c in d.checks:
+                mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
+                console.print(f"  {mark} {c.name}: {c.detail}")
+            if d.kept and d.scratch:
+                console.print(f"  kept for forensics: {d.scratch}")
+
+
+@app.command()
+@operator_errors
+def drill(
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target", "-t", help="Target to drill [default: every PostgreSQL and Redis target]"
+        ),
+    ] = None,
+    backup_: Annotated[
+        str, typer.Option("--backup", help="'latest' (newest verified) or a backup id")
+    ] = "latest",
+    keep_on_failure: Annotated[
+        bool,
+        typer.Option(
+            "--keep-on-failure", help="Keep the scratch database of a failed drill for forensics."
+        ),
+    ] = False,
+    jobs: Annotated[int, typer.Option(help="pg_restore parallel jobs.")] = 2,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore a backup into a scratch database, validate it, measure RTO and RPO.
+    Exit 0 when the drill passed, 1 when it failed."""
+    cfg, catalog = _catalog(config)
+    if target:
+        cfg.target(target)
+    if backup_ != "latest":
+        record = catalog.get_backup(backup_)
+        if target and record.target != target:
+            fail(f"backup {backup_} belongs to target {record.target!r}, not {target!r}")
+        target = record.target
+    from flows.dr_drill import dr_drill
+
+    _completed, summary = _run_flow(
+        dr_drill,
+        target=target,
+        backup=backup_,
+        keep_on_failure=keep_on_failure,
+        jobs=jobs,
+        config_path=_config_path(config),
+    )
+    drills = [_drill_json(d) for d in summary.drills]
+    if as_json:
+        emit_json(
+            {"drill": drills[0]} if len(drills) == 1 else {"ok": summary.ok, "drills": drills}
+        )
+    else:
+        _print_drills(summary.drills, details=True)
+    raise typer.Exit(EXIT_OK if summary.ok else EXIT_FAILED)
+
+
+@drills_app.command("list")
+@operator_errors
+def drills_list(
+    target: Annotated[str | None, typer.Option("--target", "-t")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Past drills from the catalog, newest first. Does not start Prefect."""
+    from runbook.catalog import DrillLog
+
+    cfg, catalog = _catalog(config)
+    if target:
+        cfg.target(target)
+    drills = DrillLog(catalog).list(target=target, limit=limit)
+    if as_json:
+        emit_json({"drills": [_drill_json(d) for d in drills]})
+    else:
+        _print_drills(drills, details=False)
+
+
 # --- health --------------------------------------------------------------------------------
 
 
 @app.command()
 @operator_errors
 def health(
-    only: Annotated[str | None, typer.Option("--only", help="Comma-separated check kinds: "
-                    "http, postgres, redis, prometheus, kubernetes, docker, host, logs, "
-                    "backups [default: all]")] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            help="Comma-separated check kinds: "
+            "http, postgres, redis, prometheus, kubernetes, docker, host, logs, "
+            "backups [default: all]",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -387,24 +513,34 @@ def health(
 
     _completed, report = _run_flow(daily_health, only=kinds if only else None, config_path=path)
     if as_json:
-        emit_json({
-            "status": report.status.value,
-            "severity": report.severity,
-            "run_id": report.run_id,
-            "checks": [c.model_dump(mode="json") for c in report.checks],
-            "events": report.events,
-        })
+        emit_json(
+            {
+                "status": report.status.value,
+                "severity": report.severity,
+                "run_id": report.run_id,
+                "checks": [c.model_dump(mode="json") for c in report.checks],
+                "events": report.events,
+            }
+        )
     else:
         from rich.table import Table
 
         colour = {"ok": "green", "warn": "yellow", "critical": "red", "unknown": "magenta"}
-        table = Table(title=f"Health: {report.status.value}"
-                      + (f" ({report.severity})" if report.severity else ""))
+        table = Table(
+            title=f"Health: {report.status.value}"
+            + (f" ({report.severity})" if report.severity else "")
+        )
         for column in ("status", "check", "target", "value", "threshold", "message"):
             table.add_column(column)
         for c in report.checks:
-            table.add_row(f"[{colour[c.status.value]}]{c.status.value}[/]", c.check, c.target,
-                          "" if c.value is None else str(c.value), c.threshold or "", c.message)
+            table.add_row(
+                f"[{colour[c.status.value]}]{c.status.value}[/]",
+                c.check,
+                c.target,
+                "" if c.value is None else str(c.value),
+                c.threshold or "",
+                c.message,
+            )
         _console().print(table)
     raise typer.Exit(EXIT_FAILED if report.critical else EXIT_OK)
 
@@ -447,18 +583,29 @@ def deploy(config: ConfigOpt = None) -> None:
     root = Path(__file__).resolve().parents[1]
     if not (root / "prefect.yaml").exists():
         fail(f"{root}/prefect.yaml not found: run `runbook deploy` from a Runbook checkout")
-    env = {**os.environ, "RUNBOOK_CONFIG": path, "RUNBOOK_TIMEZONE": cfg.timezone,
-           "RUNBOOK_HOME": os.environ.get("RUNBOOK_HOME", str(root))}
+    env = {
+        **os.environ,
+        "RUNBOOK_CONFIG": path,
+        "RUNBOOK_TIMEZONE": cfg.timezone,
+        "RUNBOOK_HOME": os.environ.get("RUNBOOK_HOME", str(root)),
+    }
     if not env.get("PREFECT_API_URL"):
-        fail("PREFECT_API_URL is not set: start a server (prefect server start) and point "
-             "PREFECT_API_URL at it")
+        fail(
+            "PREFECT_API_URL is not set: start a server (prefect server start) and point "
+            "PREFECT_API_URL at it"
+        )
     import yaml
 
     spec = yaml.safe_load((root / "prefect.yaml").read_text())
     work_pool = spec["definitions"]["work_pool"]["name"]
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
-    pool = subprocess.run([*prefect, "work-pool", "create", work_pool, "--type", "process"],
-                          env=env, cwd=root, capture_output=True, text=True)
+    pool = subprocess.run(
+        [*prefect, "work-pool", "create", work_pool, "--type", "process"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     if pool.returncode != 0 and "already exists" not in pool.stdout + pool.stderr:
         fail(f"could not create work pool {work_pool}: {pool.stderr.strip()[-300:]}", 1)
     done = subprocess.run([*prefect, "deploy", "--all"], env=env, cwd=root)

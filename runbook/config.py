@@ -323,12 +323,19 @@ class LogPattern(Model):
 def _default_log_patterns() -> list[LogPattern]:
     # Runbook 000's three greps.
     return [
-        LogPattern(name="errors", regex=r"\b(ERROR|CRITICAL|FATAL)\b",
-                   count=Threshold(warn=0, critical=10)),
-        LogPattern(name="performance", regex=r"\b(SLOW|TIMEOUT|MEMORY)\b",
-                   count=Threshold(warn=5, critical=50)),
-        LogPattern(name="security", regex=r"\b(AUTH|UNAUTHORIZED|FORBIDDEN)\b",
-                   count=Threshold(warn=10, critical=100)),
+        LogPattern(
+            name="errors", regex=r"\b(ERROR|CRITICAL|FATAL)\b", count=Threshold(warn=0, critical=10)
+        ),
+        LogPattern(
+            name="performance",
+            regex=r"\b(SLOW|TIMEOUT|MEMORY)\b",
+            count=Threshold(warn=5, critical=50),
+        ),
+        LogPattern(
+            name="security",
+            regex=r"\b(AUTH|UNAUTHORIZED|FORBIDDEN)\b",
+            count=Threshold(warn=10, critical=100),
+        ),
     ]
 
 
@@ -373,6 +380,12 @@ class KubernetesTarget(Model):
     restarts: Threshold = _t(0, 5)  # container restarts within restart_window
     timeout: Duration = timedelta(seconds=10)
 
+    @model_validator(mode="after")
+    def _token_needs_api_url(self) -> KubernetesTarget:
+        if self.token is not None and self.api_url is None:
+            raise ValueError("token is set but api_url is not: a token is only used with api_url")
+        return self
+
 
 class DockerTarget(Model):
     name: Name
@@ -406,8 +419,17 @@ class Targets(Model):
 TargetConfig = PostgresTarget | RedisTarget | FilesTarget  # what backups are taken of
 TARGET_KIND = {PostgresTarget: "postgres", RedisTarget: "redis", FilesTarget: "files"}
 BACKUP_KINDS = ("postgres", "redis", "files")
-ALL_KINDS = ("postgres", "redis", "files", "http", "logs", "prometheus", "kubernetes",
-             "docker", "host")
+ALL_KINDS = (
+    "postgres",
+    "redis",
+    "files",
+    "http",
+    "logs",
+    "prometheus",
+    "kubernetes",
+    "docker",
+    "host",
+)
 
 
 class HealthSettings(Model):

@@ -155,8 +155,14 @@ def track(
         was_failing = before is not None and before.status != Status.OK
         if not failing:
             recovered = was_failing and before.notified
-            tracked.append(Tracked(result=result, streak=0, notified=False,
-                                   event="recovered" if recovered else None))
+            tracked.append(
+                Tracked(
+                    result=result,
+                    streak=0,
+                    notified=False,
+                    event="recovered" if recovered else None,
+                )
+            )
             continue
         streak = before.streak + 1 if was_failing else 1
         notified = before.notified if was_failing else False

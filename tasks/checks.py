@@ -22,8 +22,17 @@ from runbook.health import CheckResult, Status, Tracked, track
 from runbook.runtime import Runtime, open_runtime
 
 # What `--only` accepts, in report order. "backups" is the freshness of verified backups.
-CHECK_KINDS = ("http", "postgres", "redis", "prometheus", "kubernetes", "docker", "host",
-               "logs", "backups")
+CHECK_KINDS = (
+    "http",
+    "postgres",
+    "redis",
+    "prometheus",
+    "kubernetes",
+    "docker",
+    "host",
+    "logs",
+    "backups",
+)
 LIGHT_KINDS = ("prometheus", "host")  # runbook 001's hourly metric checks
 
 
@@ -70,8 +79,9 @@ def _run_kind(runtime: Runtime, kind: str, name: str | None, now: datetime) -> l
     if kind == "http":
         from tasks.http import check_http
 
-        return check_http(config.targets.http, unreachable=unreachable,
-                          concurrency=config.health.concurrency)
+        return check_http(
+            config.targets.http, unreachable=unreachable, concurrency=config.health.concurrency
+        )
     if kind == "backups":
         from tasks.freshness import check_backup_freshness
 
@@ -121,7 +131,10 @@ def deadline_for(config: Config, kind: str) -> float:
 
 
 def run_with_deadline(
-    fn: Callable[[], list[CheckResult]], deadline: float, kind: str, label: str,
+    fn: Callable[[], list[CheckResult]],
+    deadline: float,
+    kind: str,
+    label: str,
     unreachable: Status,
 ) -> list[CheckResult]:
     """fn() in a daemon thread; past the deadline its check is reported as not answering."""
@@ -137,39 +150,65 @@ def run_with_deadline(
     thread.start()
     thread.join(deadline)
     if thread.is_alive():
-        return [CheckResult(check=f"{kind}.deadline", target=label, status=unreachable,
-                            message=f"no answer within {deadline:.0f}s (check abandoned)",
-                            duration=deadline)]
+        return [
+            CheckResult(
+                check=f"{kind}.deadline",
+                target=label,
+                status=unreachable,
+                message=f"no answer within {deadline:.0f}s (check abandoned)",
+                duration=deadline,
+            )
+        ]
     if "error" in box:
         exc = box["error"]
-        return [CheckResult(check=f"{kind}.error", target=label, status=Status.UNKNOWN,
-                            message=f"the check itself failed: {type(exc).__name__}: {exc}")]
+        return [
+            CheckResult(
+                check=f"{kind}.error",
+                target=label,
+                status=Status.UNKNOWN,
+                message=f"the check itself failed: {type(exc).__name__}: {exc}",
+            )
+        ]
     return box["results"]  # type: ignore[return-value]
 
 
 @task(name="health-check", task_run_name="check-{kind}-{label}", cache_policy=NO_CACHE)
-def run_check(config_path: str | None, kind: str, name: str | None, label: str,
-              now: datetime) -> list[CheckResult]:
+def run_check(
+    config_path: str | None, kind: str, name: str | None, label: str, now: datetime
+) -> list[CheckResult]:
     """One kind of check for one target (all HTTP endpoints at once), under a deadline."""
     runtime = open_runtime(config_path)
     config = runtime.config
     return run_with_deadline(
-        lambda: _run_kind(runtime, kind, name, now), deadline_for(config, kind), kind, label,
+        lambda: _run_kind(runtime, kind, name, now),
+        deadline_for(config, kind),
+        kind,
+        label,
         Status(config.health.unreachable),
     )
 
 
 @task(name="record-health", cache_policy=NO_CACHE)
-def record_results(config_path: str | None, run_id: str, at: datetime,
-                   results: list[CheckResult]) -> list[Tracked]:
+def record_results(
+    config_path: str | None, run_id: str, at: datetime, results: list[CheckResult]
+) -> list[Tracked]:
     """Store the run's results with their failing streaks; say what to notify."""
     runtime = open_runtime(config_path)
     history = HealthHistory(runtime.catalog)
     previous = history.last_results([r.key for r in results])
     tracked = track(results, previous, runtime.config.health.notify_after)
-    history.add_results(run_id, at, [
-        StoredCheck(run_id=run_id, at=at, streak=t.streak, notified=t.notified,
-                    **t.result.model_dump(mode="json"))
-        for t in tracked
-    ])
+    history.add_results(
+        run_id,
+        at,
+        [
+            StoredCheck(
+                run_id=run_id,
+                at=at,
+                streak=t.streak,
+                notified=t.notified,
+                **t.result.model_dump(mode="json"),
+            )
+            for t in tracked
+        ],
+    )
     return tracked

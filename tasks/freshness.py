@@ -19,10 +19,15 @@ def check_backup_freshness(config: Config, catalog: Catalog, now: datetime) -> l
         latest = catalog.latest_backup(target.name, frozenset({BackupStatus.VERIFIED}))
         threshold = f"warn > {human_duration(limit)}, critical > {human_duration(2 * limit)}"
         if latest is None:
-            results.append(CheckResult(
-                check="backup.age", target=target.name, status=Status.CRITICAL,
-                threshold=threshold, message="no verified backup (run `runbook backup`)",
-            ))
+            results.append(
+                CheckResult(
+                    check="backup.age",
+                    target=target.name,
+                    status=Status.CRITICAL,
+                    threshold=threshold,
+                    message="no verified backup (run `runbook backup`)",
+                )
+            )
             continue
         age = now - (latest.finished_at or latest.started_at)
         status = Status.OK
@@ -30,9 +35,14 @@ def check_backup_freshness(config: Config, catalog: Catalog, now: datetime) -> l
             status = Status.CRITICAL
         elif age > limit:
             status = Status.WARN
-        results.append(CheckResult(
-            check="backup.age", target=target.name, status=status,
-            value=round(age.total_seconds() / 3600, 2), threshold=threshold,
-            message=f"newest verified backup {latest.id} is {human_duration(age)} old",
-        ))
+        results.append(
+            CheckResult(
+                check="backup.age",
+                target=target.name,
+                status=status,
+                value=round(age.total_seconds() / 3600, 2),
+                threshold=threshold,
+                message=f"newest verified backup {latest.id} is {human_duration(age)} old",
+            )
+        )
     return results

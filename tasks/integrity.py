@@ -1,6 +1,6 @@
 """Verifying backups by reading them back FROM STORAGE.
 
-`check_backup` is a read-only checker (like restic's checker): for every artifact of a manifest
+`check_artifact` is a read-only checker (like restic's checker): for every artifact of a manifest
 it streams the stored object, compares size and sha256 with the manifest, decompresses it to
 prove it decodes and inspects the content (pg_restore --list and the table list for PostgreSQL
 archives, the RDB framing for Redis, the tar structure for files). It returns typed findings;
@@ -16,6 +16,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Literal
@@ -231,10 +232,34 @@ def _inspector(artifact: ManifestArtifact, manifest: Manifest) -> Any:
 # --- the checker ---------------------------------------------------------------------------
 
 
+class _Tee:
+    """Hands every decompressed chunk to the content inspector (until it has seen enough)
+    and to a sink (all of it): a drill downloads the archive while it is verified."""
+
+    def __init__(self, inspector: Any, sink: Callable[[bytes], object]):
+        self.inspector = inspector
+        self.sink = sink
+        self.inspecting = True
+
+    def __call__(self, chunk: bytes) -> bool:
+        self.sink(chunk)
+        if self.inspecting:
+            self.inspecting = self.inspector(chunk) is not False
+        return True
+
+    def finish(self) -> str | None:
+        return self.inspector.finish()
+
+
 def check_artifact(
-    storage: Storage, artifact: ManifestArtifact, manifest: Manifest
+    storage: Storage,
+    artifact: ManifestArtifact,
+    manifest: Manifest,
+    sink: Callable[[bytes], object] | None = None,
 ) -> ArtifactCheck:
-    started = datetime.now().timestamp()
+    """Read one artifact back and compare it with the manifest; `sink` receives the whole
+    decompressed stream (only trust what it got when the check is ok)."""
+    started = time.monotonic()
 
     def result(problem: Problem | None, detail: str | None, read: int = 0) -> ArtifactCheck:
         return ArtifactCheck(
@@ -243,7 +268,7 @@ def check_artifact(
             problem=problem,
             detail=detail,
             bytes_read=read,
-            seconds=round(datetime.now().timestamp() - started, 3),
+            seconds=round(time.monotonic() - started, 3),
         )
 
     try:
@@ -255,6 +280,8 @@ def check_artifact(
             "size", f"{artifact.key}: {info.size} bytes stored, manifest says {artifact.bytes}"
         )
     inspector = _inspector(artifact, manifest)
+    if sink is not None:
+        inspector = _Tee(inspector, sink)
     try:
         report = read_back(storage.get(artifact.key), consumer=inspector)
     except ObjectNotFound:
@@ -291,16 +318,18 @@ def check_artifact(
     return result(None, None, report.stored_bytes)
 
 
-def check_backup(storage: Storage, manifest: Manifest) -> list[ArtifactCheck]:
-    return [check_artifact(storage, artifact, manifest) for artifact in manifest.artifacts]
-
-
 # --- verify and record ---------------------------------------------------------------------
 
 
-def verify_backup(catalog: Catalog, storage: Storage, backup_id: str) -> VerificationReport:
+def verify_backup(
+    catalog: Catalog,
+    storage: Storage,
+    backup_id: str,
+    sinks: dict[str, Callable[[bytes], object]] | None = None,
+) -> VerificationReport:
     """Verify one committed backup and record the result: verified, or corrupt with the exact
-    damage per artifact. Transient storage errors propagate (nothing is recorded)."""
+    damage per artifact. Transient storage errors propagate (nothing is recorded).
+    `sinks` maps artifact names to consumers of their decompressed bytes (drill downloads)."""
     record = catalog.get_backup(backup_id)
     if record.status not in (BackupStatus.STORED, BackupStatus.VERIFIED, BackupStatus.CORRUPT):
         raise NotFoundError(
@@ -310,7 +339,10 @@ def verify_backup(catalog: Catalog, storage: Storage, backup_id: str) -> Verific
     started = utcnow()
     try:
         manifest = read_manifest(storage, record.target, backup_id)
-        checks = check_backup(storage, manifest)
+        checks = [
+            check_artifact(storage, artifact, manifest, (sinks or {}).get(artifact.name))
+            for artifact in manifest.artifacts
+        ]
     except (ObjectNotFound, ManifestError) as exc:
         detail = (
             f"manifest {record.manifest_key} is not in storage"

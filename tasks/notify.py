@@ -17,15 +17,20 @@ from runbook.config import PushgatewaySettings, WebhookSettings
 from runbook.health import RANK, CheckResult, Status, Tracked
 
 log = logging.getLogger("runbook.notify")
-ICON = {"critical": ":red_circle:", "warn": ":warning:", "unknown": ":grey_question:",
-        "ok": ":white_check_mark:"}
+ICON = {
+    "critical": ":red_circle:",
+    "warn": ":warning:",
+    "unknown": ":grey_question:",
+    "ok": ":white_check_mark:",
+}
 
 
 def webhook_message(tracked: list[Tracked], severity: str | None, min_status: str) -> dict | None:
     """The Slack-compatible payload for a run, or None when there is nothing to say."""
     floor = RANK[Status(min_status)]
-    alerts = [t for t in tracked if t.event in ("failing", "escalated")
-              and RANK[t.result.status] >= floor]
+    alerts = [
+        t for t in tracked if t.event in ("failing", "escalated") and RANK[t.result.status] >= floor
+    ]
     recoveries = [t for t in tracked if t.event == "recovered"]
     if not alerts and not recoveries:
         return None
@@ -36,17 +41,22 @@ def webhook_message(tracked: list[Tracked], severity: str | None, min_status: st
             r = t.result
             again = " (worse)" if t.event == "escalated" else ""
             runs = f", {t.streak} runs in a row" if t.streak > 1 else ""
-            lines.append(f"{ICON[r.status.value]} *{r.status.value}*{again} `{r.check}` "
-                         f"on *{r.target}*: {r.message}{runs}")
+            lines.append(
+                f"{ICON[r.status.value]} *{r.status.value}*{again} `{r.check}` "
+                f"on *{r.target}*: {r.message}{runs}"
+            )
     if recoveries:
-        lines.append("Recovered: " + ", ".join(f"`{t.result.check}` on *{t.result.target}*"
-                                               for t in recoveries))
+        lines.append(
+            "Recovered: "
+            + ", ".join(f"`{t.result.check}` on *{t.result.target}*" for t in recoveries)
+        )
     return {"text": "\n".join(lines)}
 
 
 def send_webhook(settings: WebhookSettings, payload: dict) -> None:
-    response = httpx.post(settings.url.get_secret_value(), json=payload,
-                          timeout=settings.timeout.total_seconds())
+    response = httpx.post(
+        settings.url.get_secret_value(), json=payload, timeout=settings.timeout.total_seconds()
+    )
     if response.status_code >= 300:
         # The URL is a secret: name the status only.
         raise RuntimeError(f"webhook answered HTTP {response.status_code}")
@@ -66,8 +76,10 @@ def metrics_text(results: list[CheckResult], finished_at: float) -> str:
         "# TYPE runbook_check_status gauge",
     ]
     for r in results:
-        lines.append(f'runbook_check_status{{check="{_label(r.check)}",target="{_label(r.target)}"}}'
-                     f" {RANK[r.status]}")
+        lines.append(
+            f'runbook_check_status{{check="{_label(r.check)}",target="{_label(r.target)}"}}'
+            f" {RANK[r.status]}"
+        )
     lines += [
         "# HELP runbook_health_last_run_timestamp_seconds When the health flow last finished.",
         "# TYPE runbook_health_last_run_timestamp_seconds gauge",
@@ -78,15 +90,17 @@ def metrics_text(results: list[CheckResult], finished_at: float) -> str:
 
 def push_metrics(settings: PushgatewaySettings, text: str, instance: str) -> None:
     url = f"{settings.url.rstrip('/')}/metrics/job/{settings.job}/instance/{instance}"
-    response = httpx.put(url, content=text.encode(),
-                         headers={"Content-Type": "text/plain; version=0.0.4"},
-                         timeout=settings.timeout.total_seconds())
+    response = httpx.put(
+        url,
+        content=text.encode(),
+        headers={"Content-Type": "text/plain; version=0.0.4"},
+        timeout=settings.timeout.total_seconds(),
+    )
     if response.status_code >= 300:
         raise RuntimeError(f"pushgateway {settings.url} answered HTTP {response.status_code}")
 
 
 # --- Prefect tasks ---------------------------------------------------------------------------
-
 
 
 @task(name="notify-webhook", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])

@@ -78,21 +78,63 @@ def health_report_markdown(report: Any) -> str:
     icon = {"ok": "✅", "warn": "⚠️", "critical": "🔴", "unknown": "❔"}
     order = {"critical": 0, "warn": 1, "unknown": 2, "ok": 3}
     rows = [
-        [icon[r.status.value] + " " + r.status.value, r.check, r.target,
-         "" if r.value is None else r.value, r.threshold or "", r.message]
+        [
+            icon[r.status.value] + " " + r.status.value,
+            r.check,
+            r.target,
+            "" if r.value is None else r.value,
+            r.threshold or "",
+            r.message,
+        ]
         for r in sorted(report.checks, key=lambda r: (order[r.status.value], r.check, r.target))
     ]
-    counts = ", ".join(f"{sum(1 for r in report.checks if r.status.value == s)} {s}"
-                       for s in ("critical", "warn", "unknown", "ok"))
-    head = (f"# Health: {report.status}" + (f" ({report.severity})" if report.severity else "")
-            + f"\n\n{len(report.checks)} checks: {counts}.\n\n")
+    counts = ", ".join(
+        f"{sum(1 for r in report.checks if r.status.value == s)} {s}"
+        for s in ("critical", "warn", "unknown", "ok")
+    )
+    head = (
+        f"# Health: {report.status}"
+        + (f" ({report.severity})" if report.severity else "")
+        + f"\n\n{len(report.checks)} checks: {counts}.\n\n"
+    )
     events = [f"- {e}" for e in report.events]
     tail = ("\n\n## Notified\n\n" + "\n".join(events)) if events else ""
-    return head + _table(["status", "check", "target", "value", "threshold", "message"],
-                         rows) + tail
+    return (
+        head + _table(["status", "check", "target", "value", "threshold", "message"], rows) + tail
+    )
 
 
 def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
     from prefect.artifacts import create_table_artifact
 
     create_table_artifact(table=rows, key=key, description=description)
+
+
+def drill_report_markdown(drills: list[Any]) -> str:
+    parts = []
+    for d in drills:
+        verdict = "PASSED" if d.passed else "FAILED"
+        rto = f"{d.rto_seconds:.1f}s" if d.rto_seconds is not None else "-"
+        rpo = f"{d.rpo_seconds:.0f}s" if d.rpo_seconds is not None else "-"
+        rto_goal = f" (target {d.rto_target_seconds:.0f}s)" if d.rto_target_seconds else ""
+        rpo_goal = f" (target {d.rpo_target_seconds:.0f}s)" if d.rpo_target_seconds else ""
+        lines = [
+            f"## {d.target}: {verdict}",
+            "",
+            f"- drill `{d.id}`, backup `{d.backup_id or '-'}`"
+            + (
+                f", **fell back from corrupt backup `{d.fell_back_from}`**"
+                if d.fell_back_from
+                else ""
+            ),
+            f"- RTO {rto}{rto_goal}, RPO {rpo}{rpo_goal}",
+            "- steps: " + ", ".join(f"{k} {v:.1f}s" for k, v in d.timings.items()),
+        ]
+        if d.kept and d.scratch:
+            lines.append(f"- kept for forensics: `{d.scratch}`")
+        if d.error:
+            lines.append(f"- error: {d.error}")
+        rows = [["✅" if c.ok else "❌", c.name, c.detail] for c in d.checks]
+        parts.append("\n".join(lines) + "\n\n" + _table(["ok", "check", "detail"], rows))
+    passed = sum(1 for d in drills if d.passed)
+    return f"# DR drills: {passed} of {len(drills)} passed\n\n" + "\n\n".join(parts)

@@ -22,8 +22,9 @@ def test_deploy_registers_every_deployment_in_the_config_timezone(write_config, 
     result = CliRunner().invoke(app, ["deploy", "--config", str(config)])
     assert result.exit_code == 0, result.output
 
-    declared = {d["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())
-                ["deployments"]}
+    declared = {
+        d["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    }
     with get_client(sync_client=True) as client:
         deployments = {d.name: d for d in client.read_deployments()}
     assert declared <= set(deployments)
@@ -32,3 +33,5 @@ def test_deploy_registers_every_deployment_in_the_config_timezone(write_config, 
     assert nightly.job_variables["env"]["RUNBOOK_CONFIG"] == str(config)
     assert deployments["backup-on-demand"].schedules == []
     assert deployments["health-hourly"].parameters == {"only": ["prometheus", "host"]}
+    monthly = deployments["drill-monthly"].schedules[0].schedule
+    assert "BYDAY=1SU" in monthly.rrule and monthly.timezone == "Asia/Tokyo"

@@ -37,5 +37,7 @@ def test_serve_builds_every_deployment_with_its_schedules(tmp_path, monkeypatch)
     assert nightly.schedules[0].schedule.timezone == "Europe/Berlin"  # from runbook.yaml
     assert [s.schedule.cron for s in built["health-daily"].schedules] == ["0 6 * * *"]
     assert built["health-hourly"].parameters["only"] == ["prometheus", "host"]
+    monthly = built["drill-monthly"].schedules[0].schedule
+    assert "BYDAY=1SU" in monthly.rrule and monthly.timezone == "Europe/Berlin"
     assert built["backup-on-demand"].schedules == []
     assert built["retention-daily"].parameters["dry_run"] is False

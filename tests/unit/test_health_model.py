@@ -41,7 +41,10 @@ def test_worst_and_severity():
     assert severity([result(Status.UNKNOWN)]) == "P4"
     assert severity([result(Status.WARN)]) == "P3"
     assert severity([result(Status.CRITICAL), result(Status.OK, "http.status", "api")]) == "P2"
-    down = [result(Status.CRITICAL, "http.status", "a"), result(Status.CRITICAL, "http.status", "b")]
+    down = [
+        result(Status.CRITICAL, "http.status", "a"),
+        result(Status.CRITICAL, "http.status", "b"),
+    ]
     assert severity(down) == "P1"
 
 
@@ -51,23 +54,37 @@ def run(statuses, notify_after=None):
     events = []
     for status in statuses:
         [t] = track([result(status)], previous, notify_after or {"critical": 1, "warn": 3})
-        previous = {("x.y", "t"): SimpleNamespace(status=t.result.status.value,
-                                                  streak=t.streak, notified=t.notified)}
+        previous = {
+            ("x.y", "t"): SimpleNamespace(
+                status=t.result.status.value, streak=t.streak, notified=t.notified
+            )
+        }
         events.append(t.event)
     return events
 
 
 def test_critical_notifies_at_once_and_recovery_is_reported_once():
     assert run([Status.CRITICAL, Status.CRITICAL, Status.OK, Status.OK]) == [
-        "failing", None, "recovered", None]
+        "failing",
+        None,
+        "recovered",
+        None,
+    ]
 
 
 def test_warn_notifies_after_three_runs_in_a_row():
-    assert run([Status.WARN, Status.WARN, Status.OK, Status.WARN, Status.WARN, Status.WARN,
-                Status.WARN]) == [None, None, None, None, None, "failing", None]
+    assert run(
+        [Status.WARN, Status.WARN, Status.OK, Status.WARN, Status.WARN, Status.WARN, Status.WARN]
+    ) == [None, None, None, None, None, "failing", None]
 
 
 def test_escalation_notifies_again_and_unnotified_recovery_is_silent():
     assert run([Status.WARN] * 3 + [Status.CRITICAL, Status.WARN, Status.OK]) == [
-        None, None, "failing", "escalated", None, "recovered"]
+        None,
+        None,
+        "failing",
+        "escalated",
+        None,
+        "recovered",
+    ]
     assert run([Status.WARN, Status.OK]) == [None, None]

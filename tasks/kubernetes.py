@@ -1,0 +1,638 @@
+"""Kubernetes health: runbook 003's morning `kubectl get pods` (and 001's nodes, HPAs and
+rollouts) as named check results, read through the official `kubernetes` client.
+
+Checks, each a CheckResult whose `target` is always the configured target's name:
+
+- `kubernetes.api`: GET /version answers; value = latency in seconds. Unreachable (refused,
+  timed out, TLS failure) -> the caller's `unreachable` status; 401/403 -> critical
+  "unauthorized". When this is not ok it is the only result (nothing else could be asked).
+- `kubernetes.nodes`: cluster scoped, once per target. A node whose Ready condition is not True
+  -> critical; MemoryPressure/DiskPressure/PIDPressure True -> warn.
+- Per namespace, named `kubernetes.<check>[<namespace>]` (e.g. `kubernetes.crashloop[shop]`);
+  with no namespaces configured, one result per check for all namespaces, named without a
+  suffix (`kubernetes.crashloop`). Objects are always named `namespace/name` in messages.
+  - `pods_not_ready`: Running pods whose Ready condition is not True, Pending pods older than
+    PENDING_GRACE, pods in phase Unknown -> warn. Succeeded (Jobs) and Failed pods (evicted,
+    failed Job attempts) are not counted, nor pods being deleted.
+  - `crashloop`: containers (init containers too) waiting with a reason in WAITING_FAILURES
+    -> critical naming pod/container/reason.
+  - `restarts`: containers whose last termination (lastState.terminated.finishedAt) lies within
+    `restart_window`, graded on restarts within the window of the worst container. restartCount
+    is cumulative over the pod's life, so it is only counted whole when the pod itself started
+    within the window; otherwise the container counts 1 (the one restart known to be inside).
+  - `deployments`: desired replicas > 0 and unavailableReplicas > 0 or availableReplicas below
+    desired -> critical when none is available, warn otherwise.
+  - `hpa_at_max`: autoscaling/v2 HPAs with currentReplicas >= maxReplicas -> warn (HPAs pinned
+    with minReplicas == maxReplicas are always "at max" and are left out).
+  A namespace that GET /api/v1/namespaces/{name} says does not exist -> each of its checks
+  critical "namespace not found" (listing pods there would just answer an empty list). When the
+  credentials may not read namespaces (403), the lists are checked anyway.
+  A list the API refuses (403, RBAC) or fails (5xx) -> unknown, naming the reason. A server
+  that stops answering mid-run -> the caller's `unreachable` status for the checks left, which
+  then fail at once instead of each waiting for its own timeout.
+
+Responses are read as plain JSON (`_preload_content=False`) rather than the generated models:
+big clusters list thousands of pods, and a field the models reject must not hide a crashloop.
+The bearer token (from the target or the kubeconfig) never appears in a message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from runbook.config import KubernetesTarget
+from runbook.health import CheckResult, Status, describe, grade, timer
+
+PENDING_GRACE = timedelta(minutes=5)  # a pod still Pending after this is stuck, not starting
+PAGE_SIZE = 500  # items per list request, as kubectl's --chunk-size
+MAX_NAMED = 5  # objects named in one message
+WAITING_FAILURES = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "InvalidImageName",
+        "RunContainerError",
+    }
+)
+PRESSURE_CONDITIONS = ("MemoryPressure", "DiskPressure", "PIDPressure")
+NAMESPACED_CHECKS = ("pods_not_ready", "crashloop", "restarts", "deployments", "hpa_at_max")
+
+# One retry (a refused connect or a dropped keep-alive), not urllib3's three.
+_RETRIES = urllib3.Retry(total=1, redirect=0)
+_NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+
+
+class _Unreachable(Exception):
+    """The API server could not be reached or the response could not be read."""
+
+
+def check_kubernetes(
+    target: KubernetesTarget, unreachable: Status = Status.CRITICAL
+) -> list[CheckResult]:
+    """Every check of one Kubernetes target; a failed check is a result, never an exception."""
+    secrets = [target.token.get_secret_value()] if target.token else []
+    try:
+        api = _api_client(target)
+    except Exception as exc:  # kubeconfig missing or invalid, not running in a cluster
+        result = CheckResult(
+            check="kubernetes.api",
+            target=target.name,
+            status=Status.CRITICAL,
+            message=f"cannot configure the Kubernetes client: {_first_line(exc)}",
+        )
+        return _redacted([result], secrets)
+    with api:
+        cluster = _Cluster(api, target, secrets)
+        results = _check_cluster(cluster, unreachable)
+    return _redacted(results, cluster.secrets())
+
+
+def _api_client(target: KubernetesTarget) -> k8s.ApiClient:
+    """api_url (+ token) first, then in-cluster, then the kubeconfig (default ~/.kube/config)."""
+    configuration = k8s.Configuration()
+    configuration.retries = _RETRIES
+    if not target.verify_tls:
+        configuration.verify_ssl = False
+    if target.api_url:
+        configuration.host = target.api_url.rstrip("/")
+        if target.token:
+            configuration.api_key = {"authorization": target.token.get_secret_value()}
+            configuration.api_key_prefix = {"authorization": "Bearer"}
+        return k8s.ApiClient(configuration)
+    if target.in_cluster:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+        return k8s.ApiClient(configuration)
+    return k8s_config.new_client_from_config(
+        config_file=str(target.kubeconfig) if target.kubeconfig else None,
+        context=target.context,
+        persist_config=False,  # a health check never writes the operator's kubeconfig
+        client_configuration=configuration,
+    )
+
+
+class _Cluster:
+    """The few API calls the checks make, returning plain JSON dicts."""
+
+    def __init__(self, api: k8s.ApiClient, target: KubernetesTarget, secrets: list[str]) -> None:
+        self.target = target
+        self.configuration = api.configuration
+        self._secrets = secrets
+        self.core = k8s.CoreV1Api(api)
+        self.apps = k8s.AppsV1Api(api)
+        self.autoscaling = k8s.AutoscalingV2Api(api)
+        self.version_api = k8s.VersionApi(api)
+        self.host = api.configuration.host
+        self.timeout = target.timeout.total_seconds()
+        self.down: _Unreachable | None = None
+
+    def secrets(self) -> list[str]:
+        """The target's token and whatever bearer token the kubeconfig or cluster supplied."""
+        keys = [str(v).removeprefix("Bearer ").strip() for v in self.configuration.api_key.values()]
+        return [s for s in [*self._secrets, *keys] if len(s) >= 4]  # tiny ones mangle text
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets():
+            text = text.replace(secret, "**********")
+        return text
+
+    def get(self, call: Callable[..., Any], *args: Any, **params: Any) -> dict[str, Any]:
+        """One GET as JSON. Raises _Unreachable, or ApiException with the token scrubbed from
+        its body (scrubbed here, before any message is shortened and could cut a token).
+        Once the server is unreachable, later calls fail at once: a server that hangs costs one
+        timeout, not one per list, and the run stays inside the check's deadline."""
+        if self.down is not None:
+            raise _Unreachable(str(self.down))
+        try:
+            return self._get(call, *args, **params)
+        except _Unreachable as exc:
+            self.down = exc
+            raise
+
+    def _get(self, call: Callable[..., Any], *args: Any, **params: Any) -> dict[str, Any]:
+        try:
+            response = call(*args, _preload_content=False, _request_timeout=self.timeout, **params)
+        except ApiException as exc:
+            if exc.status == 0:  # TLS failure: the client raises it without an HTTP status
+                reason = self.scrub(_first_line(exc.reason))
+                raise _Unreachable(f"cannot reach {self.host}: {reason}") from exc
+            exc.body = self.scrub(exc.body) if isinstance(exc.body, str) else None
+            exc.reason = self.scrub(str(exc.reason or ""))
+            raise
+        except _NETWORK_ERRORS as exc:
+            reason = self.scrub(_network_reason(exc))
+            raise _Unreachable(f"cannot reach {self.host}: {reason}") from exc
+        try:
+            return json.loads(response.data)
+        except (_NETWORK_ERRORS, ValueError) as exc:
+            reason = self.scrub(_truncate(str(exc), 200))
+            raise _Unreachable(f"unreadable answer from {self.host}: {reason}") from exc
+        finally:
+            response.release_conn()
+
+    def list(self, call: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
+        """Every item of a list, page by page as kubectl does."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = self.get(call, *args, limit=PAGE_SIZE, _continue=token)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def version(self) -> dict[str, Any]:
+        return self.get(self.version_api.get_code)
+
+    def namespace(self, name: str) -> dict[str, Any]:
+        return self.get(self.core.read_namespace, name)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.list(self.core.list_node)
+
+    def pods(self, namespace: str | None) -> list[dict[str, Any]]:
+        if namespace is None:
+            return self.list(self.core.list_pod_for_all_namespaces)
+        return self.list(self.core.list_namespaced_pod, namespace)
+
+    def deployments(self, namespace: str | None) -> list[dict[str, Any]]:
+        if namespace is None:
+            return self.list(self.apps.list_deployment_for_all_namespaces)
+        return self.list(self.apps.list_namespaced_deployment, namespace)
+
+    def hpas(self, namespace: str | None) -> list[dict[str, Any]]:
+        if namespace is None:
+            return self.list(self.autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces)
+        return self.list(self.autoscaling.list_namespaced_horizontal_pod_autoscaler, namespace)
+
+
+# --- the checks ------------------------------------------------------------------------------
+
+
+def _check_cluster(cluster: _Cluster, unreachable: Status) -> list[CheckResult]:
+    api = _check_api(cluster, unreachable)
+    if api.status != Status.OK:
+        return [api]
+    results = [api, _check_nodes(cluster, unreachable)]
+    now = datetime.now(UTC)
+    for namespace in cluster.target.namespaces or [None]:
+        results += _check_namespace(cluster, namespace, now, unreachable)
+    return results
+
+
+def _check_api(cluster: _Cluster, unreachable: Status) -> CheckResult:
+    name = cluster.target.name
+    with timer() as elapsed:
+        try:
+            info = cluster.version()
+        except _Unreachable as exc:
+            return _result("kubernetes.api", name, unreachable, str(exc), elapsed())
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                message = (
+                    f"unauthorized: {cluster.host} answered HTTP {exc.status} to GET /version "
+                    "(token expired, revoked or for another cluster?)"
+                )
+            else:
+                message = f"{cluster.host} answered GET /version with {_api_error(exc)}"
+            return _result("kubernetes.api", name, Status.CRITICAL, message, elapsed())
+        latency = elapsed()
+    return CheckResult(
+        check="kubernetes.api",
+        target=name,
+        status=Status.OK,
+        value=round(latency, 4),
+        message=f"reachable, Kubernetes {info.get('gitVersion', '?')}, {latency * 1000:.0f} ms",
+        duration=round(latency, 4),
+    )
+
+
+def _check_nodes(cluster: _Cluster, unreachable: Status) -> CheckResult:
+    name = cluster.target.name
+    with timer() as elapsed:
+        try:
+            nodes = cluster.nodes()
+        except (_Unreachable, ApiException) as exc:
+            return _failure("kubernetes.nodes", name, exc, "list nodes", unreachable, elapsed())
+    not_ready: list[str] = []
+    pressured: list[str] = []
+    for node in nodes:
+        node_name = node.get("metadata", {}).get("name", "?")
+        conditions = _conditions(node)
+        ready = conditions.get("Ready", {})
+        if ready.get("status") != "True":
+            why = ready.get("reason") or "no Ready condition"
+            not_ready.append(f"{node_name} not Ready ({ready.get('status', '?')}: {why})")
+        for kind in PRESSURE_CONDITIONS:
+            if conditions.get(kind, {}).get("status") == "True":
+                pressured.append(f"{node_name} {kind}")
+    parts = []
+    if not_ready:
+        parts.append(f"{len(not_ready)} of {len(nodes)} nodes not Ready: {_names(not_ready)}")
+    if pressured:
+        parts.append(f"pressure: {_names(pressured)}")
+    if not nodes:
+        status, message = Status.CRITICAL, "no nodes registered: nothing can be scheduled"
+    elif parts:
+        status, message = (Status.CRITICAL if not_ready else Status.WARN), "; ".join(parts)
+    else:
+        status, message = Status.OK, f"{len(nodes)} nodes Ready, no pressure"
+    return _result(
+        "kubernetes.nodes", name, status, message, elapsed(), len(not_ready) + len(pressured)
+    )
+
+
+def _check_namespace(
+    cluster: _Cluster, namespace: str | None, now: datetime, unreachable: Status
+) -> list[CheckResult]:
+    target = cluster.target
+    name = target.name
+    where = f"namespace {namespace}" if namespace else "all namespaces"
+
+    def check(short: str) -> str:
+        return f"kubernetes.{short}[{namespace}]" if namespace else f"kubernetes.{short}"
+
+    if namespace is not None:
+        with timer() as elapsed:
+            try:
+                cluster.namespace(namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    message = f"namespace {namespace} not found (kubectl get namespaces)"
+                    return [
+                        _result(check(short), name, Status.CRITICAL, message, elapsed())
+                        for short in NAMESPACED_CHECKS
+                    ]
+                # 403: may not read namespaces; the lists below tell what they can
+            except _Unreachable:
+                pass  # each list below reports it with its own check name
+
+    results: list[CheckResult] = []
+    with timer() as elapsed:
+        try:
+            pods = cluster.pods(namespace)
+        except (_Unreachable, ApiException) as exc:
+            action = f"list pods in {where}"
+            results += [
+                _failure(check(short), name, exc, action, unreachable, elapsed())
+                for short in ("pods_not_ready", "crashloop", "restarts")
+            ]
+        else:
+            live = [p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")]
+            took = elapsed()
+            results += [
+                _pods_not_ready(check("pods_not_ready"), name, live, now, took),
+                _crashloop(check("crashloop"), name, live, took),
+                _restarts(check("restarts"), name, live, now, target, took),
+            ]
+    with timer() as elapsed:
+        try:
+            deployments = cluster.deployments(namespace)
+        except (_Unreachable, ApiException) as exc:
+            action = f"list deployments in {where}"
+            results.append(
+                _failure(check("deployments"), name, exc, action, unreachable, elapsed())
+            )
+        else:
+            results.append(_deployments(check("deployments"), name, deployments, elapsed()))
+    with timer() as elapsed:
+        try:
+            hpas = cluster.hpas(namespace)
+        except (_Unreachable, ApiException) as exc:
+            action = f"list horizontalpodautoscalers in {where}"
+            results.append(_failure(check("hpa_at_max"), name, exc, action, unreachable, elapsed()))
+        else:
+            results.append(_hpa_at_max(check("hpa_at_max"), name, hpas, elapsed()))
+    return results
+
+
+def _pods_not_ready(
+    check: str, name: str, pods: list[dict[str, Any]], now: datetime, took: float
+) -> CheckResult:
+    bad: list[str] = []
+    for pod in pods:
+        status = pod.get("status") or {}
+        phase = status.get("phase")
+        label = _label(pod)
+        if phase == "Running":
+            if _conditions(pod).get("Ready", {}).get("status") != "True":
+                waiting = [
+                    c.get("name", "?")
+                    for c in status.get("containerStatuses") or []
+                    if not c.get("ready")
+                ]
+                detail = f" ({', '.join(waiting)} not ready)" if waiting else ""
+                bad.append(f"{label} Running but not Ready{detail}")
+        elif phase == "Pending":
+            created = _timestamp(pod.get("metadata", {}).get("creationTimestamp"))
+            if created is not None and now - created > PENDING_GRACE:
+                bad.append(f"{label} Pending for {_age(now - created)}{_pending_reason(pod)}")
+        elif phase == "Unknown":
+            bad.append(f"{label} in phase Unknown (its node stopped reporting)")
+    if bad:
+        status_, message = Status.WARN, f"{len(bad)} pods not ready: {_names(bad)}"
+    else:
+        status_, message = Status.OK, f"{len(pods)} pods, all ready or completed"
+    return _result(check, name, status_, message, took, len(bad))
+
+
+def _crashloop(check: str, name: str, pods: list[dict[str, Any]], took: float) -> CheckResult:
+    bad: list[str] = []
+    for pod in pods:
+        for container in _container_statuses(pod):
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason not in WAITING_FAILURES:
+                continue
+            entry = f"{_label(pod)}/{container.get('name', '?')}: {reason}"
+            if reason == "CrashLoopBackOff":
+                entry += f" ({container.get('restartCount', 0)} restarts)"
+            elif waiting.get("message"):
+                entry += f" ({_truncate(waiting['message'], 80)})"
+            bad.append(entry)
+    if bad:
+        return _result(
+            check,
+            name,
+            Status.CRITICAL,
+            f"{len(bad)} containers failing: {_names(bad)}",
+            took,
+            len(bad),
+        )
+    return _result(
+        check, name, Status.OK, "no container crash-looping or failing to start", took, 0
+    )
+
+
+def _restarts(
+    check: str,
+    name: str,
+    pods: list[dict[str, Any]],
+    now: datetime,
+    target: KubernetesTarget,
+    took: float,
+) -> CheckResult:
+    window = target.restart_window
+    restarted: list[tuple[int, str]] = []
+    for pod in pods:
+        started = _timestamp((pod.get("status") or {}).get("startTime"))
+        pod_in_window = started is not None and now - started <= window
+        for container in _container_statuses(pod):
+            last = ((container.get("lastState") or {}).get("terminated")) or {}
+            finished = _timestamp(last.get("finishedAt"))
+            if finished is None or now - finished > window:
+                continue
+            total = int(container.get("restartCount") or 0)
+            count = max(total, 1) if pod_in_window else 1
+            why = last.get("reason") or "terminated"
+            detail = (
+                f"{_label(pod)}/{container.get('name', '?')}: {count} restarts within "
+                f"{_age(window)} ({total} in total), last {_age(now - finished)} ago "
+                f"({why}, exit {last.get('exitCode', '?')})"
+            )
+            restarted.append((count, detail))
+    worst = max(restarted, default=(0, ""), key=lambda item: item[0])
+    if restarted:
+        message = f"{len(restarted)} containers restarted within {_age(window)}; worst: {worst[1]}"
+    else:
+        message = f"no container restarted within {_age(window)}"
+    return CheckResult(
+        check=check,
+        target=name,
+        status=grade(worst[0], target.restarts),
+        value=worst[0],
+        threshold=describe(target.restarts, " restarts"),
+        message=message,
+        duration=round(took, 4),
+    )
+
+
+def _deployments(
+    check: str, name: str, deployments: list[dict[str, Any]], took: float
+) -> CheckResult:
+    down: list[str] = []
+    degraded: list[str] = []
+    for deployment in deployments:
+        spec = deployment.get("spec") or {}
+        status = deployment.get("status") or {}
+        desired = spec.get("replicas", 1)
+        if not desired:
+            continue  # scaled to zero on purpose
+        available = status.get("availableReplicas") or 0
+        unavailable = status.get("unavailableReplicas") or 0
+        if unavailable > 0 or available < desired:
+            entry = f"{_label(deployment)} {available}/{desired} available"
+            (degraded if available else down).append(entry)
+    bad = down + degraded
+    if not bad:
+        return _result(
+            check,
+            name,
+            Status.OK,
+            f"{len(deployments)} deployments, all replicas available",
+            took,
+            0,
+        )
+    status_ = Status.CRITICAL if down else Status.WARN
+    return _result(
+        check, name, status_, f"{len(bad)} deployments degraded: {_names(bad)}", took, len(bad)
+    )
+
+
+def _hpa_at_max(check: str, name: str, hpas: list[dict[str, Any]], took: float) -> CheckResult:
+    at_max: list[str] = []
+    for hpa in hpas:
+        spec = hpa.get("spec") or {}
+        maximum = spec.get("maxReplicas")
+        if maximum is None or spec.get("minReplicas", 1) == maximum:
+            continue  # pinned: always "at max" by design
+        current = (hpa.get("status") or {}).get("currentReplicas") or 0
+        if current >= maximum:
+            at_max.append(f"{_label(hpa)} {current}/{maximum} replicas")
+    if at_max:
+        message = f"{len(at_max)} autoscalers at maxReplicas: {_names(at_max)}"
+        return _result(check, name, Status.WARN, message, took, len(at_max))
+    return _result(check, name, Status.OK, f"{len(hpas)} autoscalers below maxReplicas", took, 0)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _result(
+    check: str, name: str, status: Status, message: str, took: float, value: Any = None
+) -> CheckResult:
+    return CheckResult(
+        check=check,
+        target=name,
+        status=status,
+        value=value,
+        message=message,
+        duration=round(took, 4),
+    )
+
+
+def _failure(
+    check: str, name: str, exc: Exception, action: str, unreachable: Status, took: float
+) -> CheckResult:
+    """A list that failed: unreachable -> the caller's status; refused or broken -> unknown."""
+    if isinstance(exc, _Unreachable):
+        return _result(check, name, unreachable, f"cannot {action}: {exc}", took)
+    assert isinstance(exc, ApiException)
+    hint = " (RBAC: grant get/list on it)" if exc.status in (401, 403) else ""
+    return _result(check, name, Status.UNKNOWN, f"cannot {action}: {_api_error(exc)}{hint}", took)
+
+
+def _redacted(results: list[CheckResult], secrets: list[str]) -> list[CheckResult]:
+    """Last line of defence: no message carries a token, whatever built it."""
+    secrets = [s for s in secrets if len(s) >= 4]
+    if not secrets:
+        return results
+    out = []
+    for result in results:
+        message = result.message
+        for secret in secrets:
+            message = message.replace(secret, "**********")
+        out.append(result.model_copy(update={"message": message}))
+    return out
+
+
+def _api_error(exc: ApiException) -> str:
+    """'HTTP 403 Forbidden: <the API server's message>' from a Status body."""
+    detail = ""
+    try:
+        body = json.loads(exc.body or "")
+        if isinstance(body, dict):
+            detail = str(body.get("message") or "")
+    except ValueError:
+        detail = str(exc.body or "")
+    text = f"HTTP {exc.status} {exc.reason or ''}".rstrip()
+    return f"{text}: {_truncate(detail, 200)}" if detail.strip() else text
+
+
+def _network_reason(exc: BaseException) -> str:
+    inner = getattr(exc, "reason", None)
+    if isinstance(inner, BaseException):
+        exc = inner
+    text = str(exc)
+    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    if errno:  # before the timeout test: urllib3's NewConnectionError is a ConnectTimeoutError
+        return errno.group(0).strip()
+    if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
+        return "timed out"
+    return _truncate(text, 200)
+
+
+def _first_line(value: Any) -> str:
+    text = str(value).strip()
+    return _truncate(text.splitlines()[0] if text else type(value).__name__, 200)
+
+
+def _truncate(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _names(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_NAMED])
+    return shown + (f" and {len(items) - MAX_NAMED} more" if len(items) > MAX_NAMED else "")
+
+
+def _label(obj: dict[str, Any]) -> str:
+    metadata = obj.get("metadata") or {}
+    return f"{metadata.get('namespace', '?')}/{metadata.get('name', '?')}"
+
+
+def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return {c.get("type"): c for c in conditions if isinstance(c, dict)}
+
+
+def _container_statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    status = pod.get("status") or {}
+    return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+
+
+def _pending_reason(pod: dict[str, Any]) -> str:
+    scheduled = _conditions(pod).get("PodScheduled", {})
+    if scheduled.get("status") == "False":
+        return (
+            f" ({scheduled.get('reason', 'not scheduled')}: "
+            f"{_truncate(scheduled.get('message', ''), 80)})"
+        )
+    for container in _container_statuses(pod):
+        reason = ((container.get("state") or {}).get("waiting") or {}).get("reason")
+        if reason:
+            return f" ({container.get('name', '?')}: {reason})"
+    return ""
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _age(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60}m"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"

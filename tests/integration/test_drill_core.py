@@ -1,0 +1,297 @@
+"""DR restore drills against real servers, without Prefect (tasks.restore.run_drill)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psycopg
+import pytest
+
+from runbook.catalog import BackupStatus, DrillLog
+from runbook.manifest import new_backup_id
+from runbook.runtime import open_runtime
+from tasks.backup import run_backup
+from tasks.integrity import verify_backup
+from tasks.restore import SCRATCH_PREFIX, DrillRefused, run_drill
+
+
+def take_backup(runtime, target: str) -> str:
+    backup_id = new_backup_id()
+    run_backup(
+        runtime.config, runtime.config.target(target), runtime.catalog, runtime.storage, backup_id
+    )
+    assert verify_backup(runtime.catalog, runtime.storage, backup_id).ok
+    return backup_id
+
+
+def drill(runtime, target: str, backup: str = "latest", **kwargs):
+    return run_drill(
+        runtime.config,
+        runtime.catalog,
+        runtime.storage,
+        runtime.config.target(target),
+        backup,
+        **kwargs,
+    )
+
+
+def check(record, name: str):
+    found = [c for c in record.checks if c.name == name]
+    assert found, f"no check {name!r} in {[c.name for c in record.checks]}"
+    return found[0]
+
+
+def scratch_databases(pg15) -> list[str]:
+    with psycopg.connect(pg15.admin_dsn) as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'runbook\\_drill\\_%'"
+            )
+        ]
+
+
+def test_pg15_backup_drilled_on_embedded_pg18_passes(pg15, make_database, write_config):
+    dsn = make_database(pg15)
+    config = write_config({"postgres": [{"name": "app", "dsn": dsn, "rto": "10m", "rpo": "1h"}]})
+    runtime = open_runtime(config)
+    backup_id = take_backup(runtime, "app")
+    folders_before = {p for p in os.listdir("/tmp") if p.startswith("runbook-drill-app-")}
+
+    record = drill(runtime, "app")
+
+    assert record.passed, [c for c in record.checks if not c.ok]
+    assert record.backup_id == backup_id and record.fell_back_from is None
+    assert check(record, "rows shop.orders").ok
+    assert "3000" in check(record, "rows shop.orders").detail
+    assert check(record, "restore").ok and "pg_restore 18." in check(record, "restore").detail
+    assert check(record, "amcheck").ok
+    assert 0 < record.rto_seconds < 600 and record.rto_target_seconds == 600
+    assert 0 <= record.rpo_seconds < 3600
+    assert set(record.timings) >= {"download", "restore", "validation", "cleanup"}
+    assert record.kept is False and record.scratch is None
+    # The throwaway server and the work folder are gone.
+    folders_after = {p for p in os.listdir("/tmp") if p.startswith("runbook-drill-app-")}
+    assert folders_after <= folders_before
+    assert DrillLog(runtime.catalog).get(record.id).status == "passed"
+
+
+def test_pg15_backup_drilled_into_a_scratch_database_on_the_pg15_service(
+    pg15, make_database, write_config
+):
+    dsn = make_database(pg15)
+    config = write_config(
+        {"postgres": [{"name": "app", "dsn": dsn, "drill": {"dsn": pg15.admin_dsn}}]}
+    )
+    runtime = open_runtime(config)
+    take_backup(runtime, "app")
+    before = scratch_databases(pg15)
+
+    record = drill(runtime, "app")
+
+    assert record.passed, [c for c in record.checks if not c.ok]
+    assert "pg_restore 15." in check(record, "restore").detail
+    assert SCRATCH_PREFIX + "app_" in check(record, "restore").detail
+    assert scratch_databases(pg15) == before  # dropped afterwards
+
+
+def flip_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_latest_falls_back_to_the_previous_backup(pg15, make_database, write_config):
+    config = write_config({"postgres": [{"name": "app", "dsn": make_database(pg15)}]})
+    runtime = open_runtime(config)
+    older = take_backup(runtime, "app")
+    newest = take_backup(runtime, "app")
+    artifact = runtime.catalog.get_backup(newest).artifacts[0]
+    flip_byte(runtime.config.storage.path / artifact.key)
+
+    record = drill(runtime, "app")
+
+    assert record.passed
+    assert record.backup_id == older and record.fell_back_from == newest
+    assert f"fell back from corrupt backup {newest}" in check(record, "backup integrity").detail
+    assert runtime.catalog.get_backup(newest).status == BackupStatus.CORRUPT
+
+    # An explicit id that is corrupt fails the drill.
+    explicit = drill(runtime, "app", newest)
+    assert not explicit.passed and explicit.backup_id == newest
+    assert "checksum" in check(explicit, "backup integrity").detail
+
+
+def test_archive_lacking_a_table_of_the_manifest_fails_naming_it(pg15, make_database, write_config):
+    config = write_config({"postgres": [{"name": "app", "dsn": make_database(pg15)}]})
+    runtime = open_runtime(config)
+    backup_id = take_backup(runtime, "app")
+    key = runtime.catalog.get_backup(backup_id).manifest_key
+    path = runtime.config.storage.path / key
+    manifest = json.loads(path.read_text())
+    manifest["source"]["schema"]["tables"].append(
+        {
+            "schema": "shop",
+            "name": "refunds",
+            "partitioned": False,
+            "columns": [["id", "bigint", True]],
+            "primary_key": ["id"],
+        }
+    )
+    manifest["source"]["row_counts"]["shop.refunds"] = 12
+    path.write_text(json.dumps(manifest))
+
+    record = drill(runtime, "app", backup_id)
+
+    assert not record.passed
+    failing = [c for c in record.checks if not c.ok]
+    assert any("shop.refunds" in c.detail for c in failing), failing
+
+
+def test_a_sequence_behind_its_column_fails_the_drill(pg15, make_database, write_config):
+    dsn = make_database(pg15)
+    with psycopg.connect(dsn) as conn:  # someone reset the sequence: next insert collides
+        conn.execute("SELECT setval('shop.invoice_no', 5)")
+    config = write_config({"postgres": [{"name": "app", "dsn": dsn}]})
+    runtime = open_runtime(config)
+    take_backup(runtime, "app")
+
+    record = drill(runtime, "app")
+
+    assert not record.passed
+    sequence = check(record, "sequence shop.invoice_no")
+    assert not sequence.ok and "shop.orders" in sequence.detail
+
+
+def test_rto_target_of_one_second_fails_with_the_measured_figure(pg15, make_database, write_config):
+    dsn = make_database(pg15)
+    with psycopg.connect(dsn) as conn:  # enough data that restoring takes over a second
+        conn.execute(
+            "CREATE TABLE public.events AS SELECT g AS id, md5(g::text) AS a, "
+            "md5((g * 3)::text) AS b FROM generate_series(1, 600000) g"
+        )
+        conn.execute("ALTER TABLE public.events ADD PRIMARY KEY (id)")
+    config = write_config({"postgres": [{"name": "app", "dsn": dsn, "rto": "1s"}]})
+    runtime = open_runtime(config)
+    take_backup(runtime, "app")
+
+    record = drill(runtime, "app")
+
+    assert not record.passed
+    rto = check(record, "rto")
+    assert not rto.ok and "MISSED target 1s" in rto.detail
+    assert f"RTO {record.rto_seconds:.1f}s" in rto.detail and record.rto_seconds > 1
+    assert all(c.ok for c in record.checks if c.name != "rto")
+
+
+def test_a_plan_pointing_at_the_source_database_is_refused(pg15, make_database, write_config):
+    dsn = make_database(pg15)
+    config = write_config({"postgres": [{"name": "app", "dsn": dsn, "drill": {"dsn": dsn}}]})
+    runtime = open_runtime(config)
+    take_backup(runtime, "app")
+    with pytest.raises(DrillRefused, match="source database"):
+        drill(runtime, "app")
+    assert DrillLog(runtime.catalog).list(target="app")[0].status == "failed"
+
+    # The same server under another spelling (host name vs address): caught by identity.
+    other = dsn.replace("127.0.0.1", "localhost")
+    config = write_config({"postgres": [{"name": "app", "dsn": dsn, "drill": {"dsn": other}}]})
+    runtime = open_runtime(config)
+    with pytest.raises(DrillRefused, match="source"):
+        drill(runtime, "app")
+
+
+def test_keep_on_failure_keeps_the_scratch_database(pg15, make_database, write_config):
+    config = write_config(
+        {
+            "postgres": [
+                {
+                    "name": "app",
+                    "dsn": make_database(pg15),
+                    "rto": "1ms",
+                    "drill": {"dsn": pg15.admin_dsn},
+                }
+            ]
+        }
+    )
+    runtime = open_runtime(config)
+    take_backup(runtime, "app")
+    record = drill(runtime, "app", keep_on_failure=True)
+    assert not record.passed and record.kept
+    _where, kept_db, kept_folder = record.scratch.split("|")
+    assert kept_db in scratch_databases(pg15)
+    assert os.path.isdir(kept_folder)
+    pg15.drop_database(kept_db)
+    shutil.rmtree(kept_folder)
+
+
+def test_a_killed_drill_leaves_a_database_the_next_drill_drops(
+    pg15, make_database, write_config, tmp_path
+):
+    config = write_config(
+        {
+            "postgres": [
+                {"name": "app", "dsn": make_database(pg15), "drill": {"dsn": pg15.admin_dsn}}
+            ]
+        }
+    )
+    runtime = open_runtime(config)
+    take_backup(runtime, "app")
+    script = textwrap.dedent(f"""
+        from runbook.runtime import open_runtime
+        from tasks.restore import run_drill
+        rt = open_runtime({str(config)!r})
+        run_drill(rt.config, rt.catalog, rt.storage, rt.config.target("app"))
+    """)
+    before = set(scratch_databases(pg15))
+    victim = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    leftover = None
+    deadline = time.monotonic() + 120
+    while leftover is None and time.monotonic() < deadline:
+        for name in set(scratch_databases(pg15)) - before:
+            with psycopg.connect(pg15.dsn(name)) as conn:
+                restored = conn.execute("SELECT to_regclass('shop.orders') IS NOT NULL").fetchone()[
+                    0
+                ]
+            if restored:
+                leftover = name
+        time.sleep(0.05)
+    assert leftover, "the drill never restored"
+    os.killpg(victim.pid, signal.SIGKILL)  # the drill and its children, after the restore
+    victim.wait()
+    time.sleep(0.5)
+    assert leftover in scratch_databases(pg15)
+
+    record = drill(runtime, "app")
+
+    assert record.passed
+    assert leftover not in scratch_databases(pg15)
+    assert f"dropped {leftover}" in check(record, "leftovers").detail
+    dead = [d for d in DrillLog(runtime.catalog).list(target="app") if d.id != record.id][0]
+    assert dead.status == "failed" and "process died" in dead.error
+
+
+def test_redis_drill_compares_key_counts(write_config):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", 6379), timeout=5) as sock:
+        sock.sendall(
+            b"SELECT 11\r\nFLUSHDB\r\n"
+            + b"".join(f"SET drill:{i} v{i}\r\n".encode() for i in range(25))
+        )
+        time.sleep(0.3)
+    config = write_config({"redis": [{"name": "cache", "url": "redis://127.0.0.1:6379/11"}]})
+    runtime = open_runtime(config)
+    take_backup(runtime, "cache")
+
+    record = drill(runtime, "cache")
+
+    assert record.passed, record.checks
+    assert check(record, "keys db11").detail.startswith("25 keys restored, 25 at backup time")
