@@ -3,17 +3,21 @@
     python -m benchmarks.run [--rounds 3]
 
 Builds (once) the >= 1.5 GB database `runbook_bench` on the PostgreSQL at 127.0.0.1:5432,
-then runs the backup pipeline benchmark (benchmarks/pipeline.py) and records the result.
+then runs the backup pipeline benchmark (benchmarks/pipeline.py), the DR drill benchmark
+(benchmarks/drill.py) and the health check benchmark (benchmarks/health_http.py), and
+records the results.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import io
 import platform
 from pathlib import Path
 
-from benchmarks import pipeline
+from benchmarks import drill, health_http, pipeline
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -23,10 +27,12 @@ Produced by `make bench` (`python -m benchmarks.run`) on {host}, {date}. Speed a
 targets live here, not in timed tests. Figures on a shared 2-core machine are noisy: compare
 the per-round ratios, which cancel slow phases of the machine.
 
-Targets (issue 2): Runbook's dump-compress-hash-store phase (d) at least 0.95x the speed of
+Targets: Runbook's dump-compress-hash-store phase (d) at least 0.95x the speed of
 `pg_dump -Fc -Z0 | zstd -1 -T0 > file` (b) and at least 2x `pg_dump | gzip > file` (c); the
 whole backup including read-back verification (e) at least 0.75x of (b); peak memory under
-200 MB whatever the database size.
+200 MB whatever the database size. A drill's restore step at least 0.9x as fast as a plain
+`pg_restore -j 2` of the same archive. 200 HTTP endpoints answering in 100 ms each checked
+in under 5 seconds.
 
 """
 
@@ -34,8 +40,24 @@ whole backup including read-back verification (e) at least 0.75x of (b); peak me
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=["pipeline", "drill", "health"], action="append")
     args = parser.parse_args()
-    markdown = pipeline.main(["--rounds", str(args.rounds)])
+    only = set(args.only or ["pipeline", "drill", "health"])
+    sections = []
+    if "pipeline" in only:
+        sections.append(pipeline.main(["--rounds", str(args.rounds)]))
+    if "drill" in only:
+        sections.append(drill.main(["--rounds", str(args.rounds)]))
+    if "health" in only:
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):
+            health_http.main(["--flow"])
+        print(captured.getvalue())
+        sections.append(
+            "## Health check benchmark\n\n"
+            + "\n".join(f"- {line}" for line in captured.getvalue().strip().splitlines())
+        )
+    markdown = "\n\n".join(sections)
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     host = f"{platform.node() or 'this machine'} ({platform.machine()}, Python "
     host += f"{platform.python_version()})"

@@ -445,6 +445,9 @@ class HealthSettings(Model):
     backup_max_age: Duration = Field(
         default=timedelta(hours=26), description="backup freshness when a target has no rpo"
     )
+    drill_max_age: Duration = Field(
+        default=timedelta(days=35), description="a passed DR drill at least this often (monthly)"
+    )
 
 
 class WebhookSettings(Model):
@@ -668,10 +671,27 @@ def _resolve_paths(config: Config, source: Path) -> Config:
         relative = catalog.removeprefix("sqlite:///")
         if relative and relative != ":memory:":
             catalog = f"sqlite:///{absolute(Path(relative))}"
-    files = [
-        f.model_copy(update={"paths": [absolute(p) for p in f.paths]}) for f in config.targets.files
-    ]
-    targets = config.targets.model_copy(update={"files": files})
+
+    def maybe(path: Path | None) -> Path | None:
+        return absolute(path) if path is not None else None
+
+    t = config.targets
+    targets = t.model_copy(
+        update={
+            "files": [
+                f.model_copy(update={"paths": [absolute(p) for p in f.paths]}) for f in t.files
+            ],
+            "logs": [  # globs too: a relative pattern is relative to the config file
+                g.model_copy(update={"paths": [str(absolute(Path(p))) for p in g.paths]})
+                for g in t.logs
+            ],
+            "postgres": [p.model_copy(update={"bin_dir": maybe(p.bin_dir)}) for p in t.postgres],
+            "http": [h.model_copy(update={"ca_file": maybe(h.ca_file)}) for h in t.http],
+            "kubernetes": [
+                k.model_copy(update={"kubeconfig": maybe(k.kubeconfig)}) for k in t.kubernetes
+            ],
+        }
+    )
     resolved = config.model_copy(
         update={"storage": storage, "catalog": catalog, "targets": targets}
     )

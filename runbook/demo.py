@@ -144,6 +144,12 @@ def seed_shop(conn: psycopg.Connection, customers: int = 2000, orders: int = 200
         )
 
 
+def append_sample_log_lines(workdir: Path) -> None:
+    """Lines for the log check to count, written after its baseline run."""
+    with (workdir / "sample-logs" / "app.log").open("a") as handle:
+        handle.write("INFO request ok\nERROR payment provider timeout\nWARN SLOW query 2.3s\n")
+
+
 def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5) as sock:
@@ -160,6 +166,9 @@ def write_demo_config(workdir: Path, dsn: str, with_redis: bool) -> Path:
     (sample / "nginx.conf").write_text(
         "server { listen 80; location / { proxy_pass http://app; } }\n"
     )
+    logs = workdir / "sample-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / "app.log").write_text("INFO started\n")
     redis = (
         "  redis:\n    - {name: demo-cache, url: redis://127.0.0.1:6379/0}\n" if with_redis else ""
     )
@@ -176,9 +185,16 @@ def write_demo_config(workdir: Path, dsn: str, with_redis: bool) -> Path:
             - name: demo
               dsn: {json.dumps(dsn)}
               schemas: [shop]
+              rto: 10m    # runbook 001: database RTO 1 h, RPO 1 h
+              rpo: 1h
           files:
             - name: demo-config
               paths: [sample-config]
+          logs:
+            - name: demo-app
+              paths: [sample-logs/*.log]
+          host:
+            - name: this-machine
         """)
         + redis
     )

@@ -21,7 +21,8 @@ from runbook.errors import RunbookError
 from runbook.health import CheckResult, Status, Tracked, track
 from runbook.runtime import Runtime, open_runtime
 
-# What `--only` accepts, in report order. "backups" is the freshness of verified backups.
+# What `--only` accepts, in report order. "backups" is the freshness of verified backups and
+# of passed DR drills.
 CHECK_KINDS = (
     "http",
     "postgres",
@@ -83,9 +84,11 @@ def _run_kind(runtime: Runtime, kind: str, name: str | None, now: datetime) -> l
             config.targets.http, unreachable=unreachable, concurrency=config.health.concurrency
         )
     if kind == "backups":
-        from tasks.freshness import check_backup_freshness
+        from tasks.freshness import check_backup_freshness, check_drill_freshness
 
-        return check_backup_freshness(config, runtime.catalog, now)
+        return check_backup_freshness(config, runtime.catalog, now) + check_drill_freshness(
+            config, runtime.catalog, now
+        )
     target = _target(config, kind, name)
     if kind == "postgres":
         from tasks.postgres import check_postgres_health

@@ -1,11 +1,12 @@
-"""Backup freshness: age of each backup target's newest verified backup against its RPO."""
+"""Freshness: each backup target's newest verified backup against its RPO, and its newest
+passed DR drill against the drill policy (health.drill_max_age)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from runbook.catalog import BackupStatus, Catalog
-from runbook.config import Config
+from runbook.catalog import BackupStatus, Catalog, DrillLog
+from runbook.config import Config, PostgresTarget, RedisTarget
 from runbook.formatting import human_duration
 from runbook.health import CheckResult, Status
 
@@ -43,6 +44,43 @@ def check_backup_freshness(config: Config, catalog: Catalog, now: datetime) -> l
                 value=round(age.total_seconds() / 3600, 2),
                 threshold=threshold,
                 message=f"newest verified backup {latest.id} is {human_duration(age)} old",
+            )
+        )
+    return results
+
+
+def check_drill_freshness(config: Config, catalog: Catalog, now: datetime) -> list[CheckResult]:
+    """`drill.age` per PostgreSQL and Redis target: warn when the newest passed drill is older
+    than health.drill_max_age (or there is none), critical when the newest drill failed."""
+    limit = config.health.drill_max_age
+    threshold = f"warn > {human_duration(limit)}, critical: the newest drill failed"
+    drills = DrillLog(catalog)
+    results = []
+    for target in config.backup_targets():
+        if not isinstance(target, PostgresTarget | RedisTarget):
+            continue
+        history = [d for d in drills.list(target=target.name, limit=50) if d.status != "running"]
+        passed = next((d for d in history if d.passed), None)
+        if history and not history[0].passed:
+            status = Status.CRITICAL
+            message = f"the newest drill {history[0].id} failed: {history[0].error or 'see checks'}"
+        elif passed is None:
+            status, message = Status.WARN, "no DR drill has passed yet (run `runbook drill`)"
+        else:
+            age = now - (passed.finished_at or passed.started_at)
+            status = Status.WARN if age > limit else Status.OK
+            message = f"newest passed drill {passed.id} is {human_duration(age)} old"
+        value = None
+        if passed is not None:
+            value = round((now - (passed.finished_at or passed.started_at)).days, 1)
+        results.append(
+            CheckResult(
+                check="drill.age",
+                target=target.name,
+                status=status,
+                value=value,
+                threshold=threshold,
+                message=message,
             )
         )
     return results

@@ -13,7 +13,7 @@ from runbook.runtime import open_runtime
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def test_demo_backs_up_verifies_and_plans_retention(tmp_path, capsys):
+def test_demo_runs_the_whole_cycle(tmp_path, capsys):
     assert run_demo(tmp_path, as_json=True) is True
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] and out["verified"]
@@ -23,6 +23,13 @@ def test_demo_backs_up_verifies_and_plans_retention(tmp_path, capsys):
     assert [a["name"] for a in demo["artifacts"]] == ["database", "schema-shop"]
     assert by_target["demo-config"]["status"] == "verified"
     assert {d["action"] for d in out["retention"]} == {"keep"}
+    drills = {d["target"]: d for d in out["drills"]}
+    assert drills["demo"]["status"] == "passed" and drills["demo"]["backup_id"] == demo["id"]
+    health = {(c["check"], c["target"]): c for c in out["health"]["checks"]}
+    assert health[("postgres.connect", "demo")]["status"] == "ok"
+    assert health[("backup.age", "demo")]["status"] == "ok"
+    assert health[("drill.age", "demo")]["status"] == "ok"
+    assert health[("logs.errors", "demo-app")]["value"] == 1  # the line written after baseline
 
     runtime = open_runtime(tmp_path / "demo" / "runbook.yaml")
     record = runtime.catalog.get_backup(demo["id"])

@@ -291,39 +291,61 @@ def test_pg_dump_killed_half_way_leaves_no_backup_and_no_objects(pg15, make_data
     assert leftovers == []
 
 
+class GatedStorage(LocalStorage):
+    """Local storage that holds a put after its first chunk until the test opens the gate."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.receiving = threading.Event()
+        self.gate = threading.Event()
+
+    def put(self, key, chunks):
+        def gated():
+            for chunk in chunks:
+                self.receiving.set()
+                self.gate.wait(60)
+                yield chunk
+
+        return super().put(key, gated())
+
+
 def test_two_backups_of_one_target_never_dump_in_parallel(pg15, make_database, write_config):
+    """The first backup is held mid-dump (holding the target's lock); the second waits
+    lock_timeout, reports `locked` and never starts a pg_dump; then the first finishes."""
     dsn = make_database(pg15, seed=False)
-    make_big_table(dsn, rows=150_000)
+    make_big_table(dsn)  # larger than the pipe and read-ahead buffers: pg_dump stays blocked
     config = write_config(
         {"postgres": [{"name": "app", "dsn": dsn}]}, backup={"lock_timeout": "1s"}
     )
     runtime = open_runtime(config)
-    storage = SlowStorage(runtime.config.storage.path, delay=0.3)
-    ids = [new_backup_id(), new_backup_id()]
+    storage = GatedStorage(runtime.config.storage.path)
+    first_id, second_id = new_backup_id(), new_backup_id()
     outcomes = {}
-    running_dumps = []
 
     def run(backup_id: str) -> None:
         outcomes[backup_id] = backup_once(runtime, "app", backup_id, storage)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in ids]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        running_dumps.append(
-            sum(1 for c in psutil.Process().children(recursive=True) if c.name() == "pg_dump")
-        )
-        time.sleep(0.05)
-    for t in threads:
-        t.join(120)
+    def dumps() -> int:
+        return sum(1 for c in psutil.Process().children(recursive=True) if c.name() == "pg_dump")
 
-    statuses = sorted(o.record.status.value for o in outcomes.values())
-    assert statuses == ["locked", "stored"]
-    assert max(running_dumps) == 1
-    locked = next(o.record for o in outcomes.values() if o.record.status == BackupStatus.LOCKED)
+    first = threading.Thread(target=run, args=(first_id,))
+    first.start()
+    assert storage.receiving.wait(30), "the first backup never started streaming"
+    second = threading.Thread(target=run, args=(second_id,))
+    second.start()
+    most = 0
+    while second.is_alive():
+        most = max(most, dumps())
+        time.sleep(0.02)
+    storage.gate.set()
+    first.join(120)
+
+    assert most == 1  # only the first backup's pg_dump, held mid-stream
+    assert outcomes[first_id].record.status == BackupStatus.STORED
+    locked = outcomes[second_id].record
+    assert locked.status == BackupStatus.LOCKED
     assert "another backup of target 'app' is running" in locked.error
-    assert not [i for i in storage.list() if i.key.startswith(f"app/{locked.id}/")]
+    assert not [i for i in storage.list() if i.key.startswith(f"app/{second_id}/")]
 
 
 def flip_byte(path: Path) -> None:

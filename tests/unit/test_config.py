@@ -48,6 +48,21 @@ def test_issue_example_parses_with_env_and_resolves_paths(tmp_path, monkeypatch)
     assert config.retention.grace == timedelta(hours=24)
 
 
+def test_relative_paths_of_every_section_follow_the_config_file(tmp_path):
+    config = parse_config(
+        "targets:\n"
+        "  logs: [{name: app, paths: ['logs/*.log', /var/log/x.log]}]\n"
+        "  http: [{name: api, url: 'https://x', ca_file: certs/ca.pem}]\n"
+        "  kubernetes: [{name: k, kubeconfig: kube/config}]\n"
+        "  postgres: [{name: db, dsn: 'dbname=x', bin_dir: pg/bin}]\n",
+        source=tmp_path / "runbook.yaml",
+    )
+    assert config.targets.logs[0].paths == [str(tmp_path / "logs/*.log"), "/var/log/x.log"]
+    assert config.targets.http[0].ca_file == tmp_path / "certs/ca.pem"
+    assert config.targets.kubernetes[0].kubeconfig == tmp_path / "kube/config"
+    assert config.targets.postgres[0].bin_dir == tmp_path / "pg/bin"
+
+
 def test_example_file_in_repo_is_valid(monkeypatch):
     monkeypatch.setenv("APP_DB_PASSWORD", "x")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
