@@ -9,39 +9,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from flows.backup import backup
 from flows.retention import retention
 from flows.verify_backups import verify_backups
 from runbook.catalog import BackupStatus, utcnow
-from runbook.cli import app
 from runbook.runtime import open_runtime
+from tests.support.artifacts import artifact_markdown
+from tests.support.cli import cli
 from tests.support.pg import PASSWORD, PASSWORD_ROLE
 from tests.support.s3 import make_bucket
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
-
-
-def artifact_markdown(key: str) -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            limit=1,
-            sort="CREATED_DESC",
-        )
-    assert found, f"no artifact with key {key}"
-    return found[0].data
 
 
 def test_backup_flow_end_to_end(pg15, make_database, write_config, tmp_path):

@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from flows.backup import backup
-from runbook.cli import app
-from tests.e2e.test_backup_flows import artifact_markdown
+from tests.support.artifacts import artifact_markdown
+from tests.support.cli import cli
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_runbook_drill_json_list_and_exit_codes(pg15, make_database, write_config):

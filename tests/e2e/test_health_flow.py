@@ -16,7 +16,7 @@ from runbook.catalog import HealthHistory
 from runbook.cli import app
 from runbook.health import Status
 from runbook.runtime import open_runtime
-from tests.e2e.test_backup_flows import artifact_markdown
+from tests.support.artifacts import artifact_markdown
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
