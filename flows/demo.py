@@ -104,6 +104,8 @@ def run_demo(workdir: Path, as_json: bool = False) -> bool:
             f"RTO {record.rto_seconds or 0:.1f}s, RPO {record.rpo_seconds or 0:.0f}s, "
             f"{sum(c.ok for c in record.checks)}/{len(record.checks)} checks ok"
         )
+        if record.data_docs:
+            console.print(f"  Great Expectations Data Docs: {record.data_docs}")
     if hasattr(h, "checks"):
         counts = {
             s: sum(1 for c in h.checks if c.status.value == s)

@@ -33,7 +33,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    deferred,
+    mapped_column,
+    relationship,
+)
 
 from runbook.errors import NotFoundError
 
@@ -198,6 +205,10 @@ class DrillRow(Base):
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The Great Expectations validation result (JSON), loaded only by DrillLog.gx_result:
+    # it grows with the number of tables, and lists of drills do not need it.
+    gx_result: Mapped[str | None] = deferred(mapped_column(Text, nullable=True))
+    data_docs: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # index.html
 
 
 class StateRow(Base):
@@ -273,7 +284,7 @@ def _record(row: BackupRow) -> BackupRecord:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; a test keeps it equal to Alembic's head. When the database is already
 # there, opening the catalog skips importing Alembic (read-only commands must start fast).
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -625,6 +636,7 @@ class DrillRecord(BaseModel):
     host: str
     pid: int
     flow_run_id: str | None = None
+    data_docs: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -632,7 +644,7 @@ class DrillRecord(BaseModel):
 
 
 def _drill(row: DrillRow) -> DrillRecord:
-    data = {c.key: getattr(row, c.key) for c in DrillRow.__table__.columns}
+    data = {c.key: getattr(row, c.key) for c in DrillRow.__table__.columns if c.key != "gx_result"}
     data["timings"] = json.loads(row.timings or "{}")
     data["checks"] = json.loads(row.checks or "[]")
     return DrillRecord.model_validate(data)
@@ -676,7 +688,7 @@ class DrillLog:
             if row is None:
                 raise NotFoundError(f"unknown drill id {drill_id!r}")
             for name, value in fields.items():
-                if name in ("timings", "checks"):
+                if name in ("timings", "checks") or (name == "gx_result" and value is not None):
                     value = json.dumps(value)
                 setattr(row, name, value)
             session.flush()
@@ -688,6 +700,15 @@ class DrillLog:
             if row is None:
                 raise NotFoundError(f"unknown drill id {drill_id!r} (see `runbook drills list`)")
             return _drill(row)
+
+    def gx_result(self, drill_id: str) -> dict[str, Any] | None:
+        """The drill's Great Expectations validation result, or None (a Redis drill, or a drill
+        that failed before validation)."""
+        with self.catalog.session() as session:
+            row = session.get(DrillRow, drill_id)
+            if row is None:
+                raise NotFoundError(f"unknown drill id {drill_id!r} (see `runbook drills list`)")
+            return json.loads(row.gx_result) if row.gx_result else None
 
     def list(
         self, target: str | None = None, limit: int | None = 50, status: str | None = None

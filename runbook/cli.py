@@ -387,6 +387,7 @@ def _drill_json(d: Any) -> dict[str, Any]:
         "kept": d.kept,
         "scratch": d.scratch,
         "error": d.error,
+        "data_docs": d.data_docs,
     }
 
 
@@ -405,6 +406,8 @@ def _print_drills(drills: list[Any], details: bool) -> None:
             for c in d.checks:
                 mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
                 console.print(f"  {mark} {c.name}: {c.detail}")
+            if d.data_docs:
+                console.print(f"  Great Expectations Data Docs: {d.data_docs}")
             if d.kept and d.scratch:
                 console.print(f"  kept for forensics: {d.scratch}")
 
@@ -480,6 +483,34 @@ def drills_list(
         emit_json({"drills": [_drill_json(d) for d in drills]})
     else:
         _print_drills(drills, details=False)
+
+
+@drills_app.command("show")
+@operator_errors
+def drills_show(
+    drill_id: Annotated[str, typer.Argument(help="A drill id (see `runbook drills list`).")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One drill with every check; --json adds the Great Expectations result. Does not start
+    Prefect."""
+    from runbook.catalog import DrillLog
+
+    _, catalog = _catalog(config)
+    drills = DrillLog(catalog)
+    record = drills.get(drill_id)
+    gx_result = drills.gx_result(drill_id)
+    if as_json:
+        emit_json({"drill": {**_drill_json(record), "gx_result": gx_result}})
+        return
+    _print_drills([record], details=True)
+    if gx_result is not None:
+        stats = gx_result.get("statistics", {})
+        _console().print(
+            f"  Great Expectations: {stats.get('successful_expectations', 0)} of "
+            f"{stats.get('evaluated_expectations', 0)} expectations met "
+            f"({'success' if gx_result.get('success') else 'FAILED'})"
+        )
 
 
 # --- health --------------------------------------------------------------------------------

@@ -450,6 +450,16 @@ class HealthSettings(Model):
     )
 
 
+class DrillSettings(Model):
+    """Settings shared by every DR drill (per-target ones sit in targets.*.drill)."""
+
+    data_docs: Path | None = Field(
+        default=None,
+        description="keep Great Expectations Data Docs here, one folder per drill "
+        "(<data_docs>/<drill id>/index.html); the GX result itself is always kept in the catalog",
+    )
+
+
 class WebhookSettings(Model):
     url: SecretStr
     min_status: Literal["warn", "critical"] = "warn"
@@ -477,6 +487,7 @@ class Config(Model):
     timezone: str = "UTC"
     targets: Targets = Field(default_factory=Targets)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    drills: DrillSettings = Field(default_factory=DrillSettings)
     notifications: Notifications = Field(default_factory=Notifications)
     _source: Path | None = PrivateAttr(default=None)  # the file it came from
 
@@ -692,8 +703,9 @@ def _resolve_paths(config: Config, source: Path) -> Config:
             ],
         }
     )
+    drills = config.drills.model_copy(update={"data_docs": maybe(config.drills.data_docs)})
     resolved = config.model_copy(
-        update={"storage": storage, "catalog": catalog, "targets": targets}
+        update={"storage": storage, "catalog": catalog, "targets": targets, "drills": drills}
     )
     resolved._source = source
     return resolved

@@ -180,6 +180,7 @@ def write_demo_config(workdir: Path, dsn: str, with_redis: bool) -> Path:
         storage: {{kind: local, path: backups}}
         retention: {{keep_last: 3, daily: 7, weekly: 4, monthly: 12}}
         backup: {{compression_level: 3, retries: 1, retry_delay: 2s}}
+        drills: {{data_docs: data-docs}}   # Great Expectations Data Docs of each drill
         targets:
           postgres:
             - name: demo

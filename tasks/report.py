@@ -130,6 +130,8 @@ def drill_report_markdown(drills: list[Any]) -> str:
             f"- RTO {rto}{rto_goal}, RPO {rpo}{rpo_goal}",
             "- steps: " + ", ".join(f"{k} {v:.1f}s" for k, v in d.timings.items()),
         ]
+        if d.data_docs:
+            lines.append(f"- Great Expectations Data Docs: `{d.data_docs}`")
         if d.kept and d.scratch:
             lines.append(f"- kept for forensics: `{d.scratch}`")
         if d.error:

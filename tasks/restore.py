@@ -729,13 +729,18 @@ def _restore_postgres(
 
     validation_started = time.monotonic()
     amcheck = pick_binary("pg_amcheck", major)
-    result = validate_restore(server.dsn(scratch_db), manifest.source, amcheck=amcheck.path)
+    data_docs = config.drills.data_docs / drill_id if config.drills.data_docs else None
+    result = validate_restore(
+        server.dsn(scratch_db), manifest.source, amcheck=amcheck.path, data_docs_dir=data_docs
+    )
     timings["validation"] = round(time.monotonic() - validation_started, 3)
+    drills.update(drill_id, gx_result=result.gx_result, data_docs=result.data_docs)
     checks += [DrillCheckRecord(name=c.name, ok=c.ok, detail=c.detail) for c in result.checks]
     failed = [c.name for c in result.checks if not c.ok]
     step(
         f"validation: {len(result.checks) - len(failed)}/{len(result.checks)} checks passed"
         + (f"; failed: {', '.join(failed[:5])}" if failed else "")
+        + (f"; Data Docs: {result.data_docs}" if result.data_docs else "")
     )
     return checks
 

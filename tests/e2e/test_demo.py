@@ -25,6 +25,8 @@ def test_demo_runs_the_whole_cycle(tmp_path, capsys):
     assert {d["action"] for d in out["retention"]} == {"keep"}
     drills = {d["target"]: d for d in out["drills"]}
     assert drills["demo"]["status"] == "passed" and drills["demo"]["backup_id"] == demo["id"]
+    data_docs = tmp_path / "demo" / "data-docs" / drills["demo"]["id"] / "index.html"
+    assert drills["demo"]["data_docs"] == str(data_docs) and data_docs.is_file()
     health = {(c["check"], c["target"]): c for c in out["health"]["checks"]}
     assert health[("postgres.connect", "demo")]["status"] == "ok"
     assert health[("backup.age", "demo")]["status"] == "ok"

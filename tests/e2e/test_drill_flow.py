@@ -33,6 +33,16 @@ def test_runbook_drill_json_list_and_exit_codes(pg15, make_database, write_confi
     code, out, _ = cli("drills", "list", "--config", str(config), "--json")
     assert code == 0 and json.loads(out)["drills"][0]["id"] == drill["id"]
 
+    code, out, _ = cli("drills", "show", drill["id"], "--config", str(config), "--json")
+    shown = json.loads(out)["drill"]
+    assert code == 0 and shown["id"] == drill["id"] and shown["checks"] == drill["checks"]
+    assert shown["gx_result"]["success"] is True
+    assert shown["gx_result"]["statistics"]["evaluated_expectations"] > 0
+    code, out, _ = cli("drills", "show", drill["id"], "--config", str(config))
+    assert code == 0 and "expectations met (success)" in out
+    code, _, err = cli("drills", "show", "no-such-drill", "--config", str(config))
+    assert code == 2 and "no-such-drill" in err and "Traceback" not in err
+
     # A plan pointing at the source database: refused, exit 2, one line.
     refused = write_config({"postgres": [{"name": "app", "dsn": dsn, "drill": {"dsn": dsn}}]})
     code, out, err = cli("drill", "--target", "app", "--config", str(refused))

@@ -81,6 +81,9 @@ def test_pg15_backup_drilled_on_embedded_pg18_passes(pg15, make_database, write_
     folders_after = {p for p in os.listdir("/tmp") if p.startswith("runbook-drill-app-")}
     assert folders_after <= folders_before
     assert DrillLog(runtime.catalog).get(record.id).status == "passed"
+    # No data_docs configured: no Data Docs, but the GX result is kept in the catalog.
+    assert record.data_docs is None
+    assert DrillLog(runtime.catalog).gx_result(record.id)["success"] is True
 
 
 def test_pg15_backup_drilled_into_a_scratch_database_on_the_pg15_service(
@@ -100,6 +103,42 @@ def test_pg15_backup_drilled_into_a_scratch_database_on_the_pg15_service(
     assert "pg_restore 15." in check(record, "restore").detail
     assert SCRATCH_PREFIX + "app_" in check(record, "restore").detail
     assert scratch_databases(pg15) == before  # dropped afterwards
+
+
+def test_gx_result_is_kept_and_data_docs_are_built_where_configured(
+    pg15, make_database, write_config, tmp_path
+):
+    dsn = make_database(pg15)
+    config = write_config(
+        {"postgres": [{"name": "app", "dsn": dsn, "drill": {"dsn": pg15.admin_dsn}}]},
+        drills={"data_docs": "data-docs"},  # relative to the config file
+    )
+    runtime = open_runtime(config)
+    take_backup(runtime, "app")
+
+    record = drill(runtime, "app")
+
+    assert record.passed, [c for c in record.checks if not c.ok]
+    assert record.data_docs == str(tmp_path / "data-docs" / record.id / "index.html")
+    index = (tmp_path / "data-docs" / record.id / "index.html").read_text()
+    assert "restore shop.orders" in index  # one validation page per table, linked from the index
+    gx_result = DrillLog(runtime.catalog).gx_result(record.id)
+    assert gx_result["success"] is True
+    tables = {
+        v["meta"]["active_batch_definition"]["data_asset_name"] for v in gx_result["validations"]
+    }
+    assert "shop.orders" in tables
+    gx_checks = [
+        c for c in record.checks if c.name.startswith(("rows ", "columns ", "primary key "))
+    ]
+    assert gx_result["statistics"]["evaluated_expectations"] >= len(gx_checks) > 0
+    assert (
+        gx_result["statistics"]["successful_expectations"]
+        == gx_result["statistics"]["evaluated_expectations"]
+    )
+    # Lists do not load the GX result; the record still says where the Data Docs are.
+    listed = DrillLog(runtime.catalog).list(target="app")[0]
+    assert listed.id == record.id and listed.data_docs == record.data_docs
 
 
 def flip_byte(path) -> None:
