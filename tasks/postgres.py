@@ -699,19 +699,21 @@ def _probe_wraparound(conn: psycopg.Connection, health: PostgresHealth) -> _Find
 def _probe_replication_lag(conn: psycopg.Connection, health: PostgresHealth) -> _Finding:
     threshold = health.replication_lag_seconds
     if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-        caught_up, lag = conn.execute(
+        caught_up, lag, paused = conn.execute(
             "SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(),"
-            " extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8"
+            " extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8,"
+            " pg_is_wal_replay_paused()"
         ).fetchone()
+        note = " (WAL replay is paused: SELECT pg_wal_replay_resume() resumes it)" if paused else ""
         if caught_up:  # an idle primary sends nothing: the replay timestamp alone would age
             return _Finding(
-                0.0, "standby: replay has caught up with the received WAL", threshold, "s"
+                0.0, f"standby: replay has caught up with the received WAL{note}", threshold, "s"
             )
         if lag is None:
-            return _Finding(None, "standby: no transaction replayed yet", threshold, "s")
+            return _Finding(None, f"standby: no transaction replayed yet{note}", threshold, "s")
         return _Finding(
             round(lag, 1),
-            f"standby: last replayed transaction committed {_span(lag)} ago",
+            f"standby: last replayed transaction committed {_span(lag)} ago{note}",
             threshold,
             "s",
         )

