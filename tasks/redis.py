@@ -228,7 +228,8 @@ def _command_error(conn: _Connection, command: str, message: str) -> Exception:
 def redis_facts(target: RedisTarget) -> dict[str, Any]:
     """Version, role, memory and keys per database from INFO.
 
-    Returns {"redis_version", "role", "used_memory", "keys_per_db": {"db0": 123, ...}} and
+    Returns {"redis_version", "role", "used_memory", "keys_per_db": {"db0": 123, ...},
+    "expires_per_db": {"db0": 7, ...}} (keys, and keys with a TTL, per database) and
     "rdb_last_save_time" when the server reports it. Databases without keys are not listed.
     """
     endpoint = _endpoint(target)
@@ -245,7 +246,8 @@ def redis_facts(target: RedisTarget) -> dict[str, Any]:
         "redis_version": fields.get("redis_version"),
         "role": fields.get("role"),
         "used_memory": _int_or_none(fields.get("used_memory")),
-        "keys_per_db": _keys_per_db(fields),
+        "keys_per_db": _keyspace(fields, "keys"),
+        "expires_per_db": _keyspace(fields, "expires"),
     }
     if "rdb_last_save_time" in fields:
         facts["rdb_last_save_time"] = _int_or_none(fields["rdb_last_save_time"])
@@ -261,16 +263,17 @@ def _parse_info(text: str) -> dict[str, str]:
     return fields
 
 
-def _keys_per_db(fields: dict[str, str]) -> dict[str, int]:
-    """`db0:keys=1,expires=0,avg_ttl=0` lines of the keyspace section."""
-    keys = {}
+def _keyspace(fields: dict[str, str], stat: str) -> dict[str, int]:
+    """One figure (`keys` or `expires`) of the `db0:keys=1,expires=0,avg_ttl=0` lines of the
+    keyspace section, per database; zeros left out."""
+    counts = {}
     for name, value in fields.items():
         if name.startswith("db") and name[2:].isdigit():
             stats = dict(item.split("=", 1) for item in value.split(",") if "=" in item)
-            count = _int_or_none(stats.get("keys"))
+            count = _int_or_none(stats.get(stat))
             if count:
-                keys[name] = count
-    return keys
+                counts[name] = count
+    return counts
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -334,3 +334,55 @@ def test_redis_drill_compares_key_counts(write_config):
 
     assert record.passed, record.checks
     assert check(record, "keys db11").detail.startswith("25 keys restored, 25 at backup time")
+
+
+def redis_send(commands: list[str], db: int) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", 6379), timeout=5) as sock:
+        sock.sendall(f"SELECT {db}\r\n".encode() + "".join(f"{c}\r\n" for c in commands).encode())
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):  # every reply read: every command done
+            pass
+
+
+def test_a_busy_redis_with_expiring_keys_drills_clean(write_config):
+    import threading
+
+    redis_send(["FLUSHDB"] + [f"SET keep:{i} v{i}" for i in range(40)], db=12)
+    redis_send([f"SET session:{i} s{i} PX 9000" for i in range(10)], db=12)
+    expire_at = time.monotonic() + 9
+    stop = threading.Event()
+    written = []
+
+    def writer() -> None:  # keeps adding keys while the snapshot is taken
+        while not stop.is_set():
+            redis_send([f"SET new:{len(written)} x"], db=12)
+            written.append(1)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    config = write_config({"redis": [{"name": "cache", "url": "redis://127.0.0.1:6379/12"}]})
+    runtime = open_runtime(config)
+    try:
+        backup_id = take_backup(runtime, "cache")
+    finally:
+        stop.set()
+        thread.join()
+    from runbook.manifest import read_manifest
+
+    source = read_manifest(runtime.storage, "cache", backup_id).source
+    before, after = source["keys_per_db"]["db12"], source["keys_per_db_after"]["db12"]
+    assert before >= 50 and after > before  # the writer ran across the snapshot
+    assert source["expires_per_db"]["db12"] == 10
+    time.sleep(max(0.0, expire_at - time.monotonic()) + 0.5)  # the sessions have expired now
+
+    record = drill(runtime, "cache")
+
+    keys = check(record, "keys db12")
+    assert record.passed, record.checks
+    assert keys.ok and "within the expected" in keys.detail
+    assert "10 keys had a TTL" in keys.detail
+    restored = int(keys.detail.split()[0])
+    assert before - 10 <= restored <= after
