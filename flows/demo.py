@@ -42,31 +42,36 @@ def run_demo(workdir: Path, as_json: bool = False) -> bool:
     workdir.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]1.[/] starting embedded PostgreSQL 18 in {workdir / 'pg'}")
     server = start_embedded_postgres(workdir / "pg")
-    dsn = seed_sample_data(server)
-    with_redis = redis_reachable()
-    config = write_demo_config(workdir, dsn, with_redis)
-    console.print(
-        f"[bold]2.[/] config {config} (redis target: "
-        f"{'yes' if with_redis else 'no Redis on 127.0.0.1:6379'})"
-    )
+    try:
+        dsn = seed_sample_data(server)
+        with_redis = redis_reachable()
+        config = write_demo_config(workdir, dsn, with_redis)
+        console.print(
+            f"[bold]2.[/] config {config} (redis target: "
+            f"{'yes' if with_redis else 'no Redis on 127.0.0.1:6379'})"
+        )
 
-    console.print("[bold]3.[/] backup flow (dump -> zstd -> sha256 -> storage, then verify)")
-    b_state = backup(config_path=str(config), return_state=True)
-    b = b_state.result(raise_on_failure=False)
-    console.print("[bold]4.[/] verify flow (read every artifact back from storage)")
-    v_state = verify_backups(config_path=str(config), return_state=True)
-    v = v_state.result(raise_on_failure=False)
-    console.print("[bold]5.[/] DR drill (restore into a throwaway PostgreSQL, validate, RTO/RPO)")
-    d_state = dr_drill(config_path=str(config), return_state=True)
-    d = d_state.result(raise_on_failure=False)
-    console.print("[bold]6.[/] health flow (PostgreSQL, Redis, host, logs, backup freshness)")
-    daily_health(config_path=str(config), return_state=True)  # baseline of the log offsets
-    append_sample_log_lines(workdir)
-    h_state = daily_health(config_path=str(config), return_state=True)
-    h = h_state.result(raise_on_failure=False)
-    console.print("[bold]7.[/] retention flow (dry run)")
-    r_state = retention(dry_run=True, config_path=str(config), return_state=True)
-    r = r_state.result(raise_on_failure=False)
+        console.print("[bold]3.[/] backup flow (dump -> zstd -> sha256 -> storage, then verify)")
+        b_state = backup(config_path=str(config), return_state=True)
+        b = b_state.result(raise_on_failure=False)
+        console.print("[bold]4.[/] verify flow (read every artifact back from storage)")
+        v_state = verify_backups(config_path=str(config), return_state=True)
+        v = v_state.result(raise_on_failure=False)
+        console.print(
+            "[bold]5.[/] DR drill (restore into a throwaway PostgreSQL, validate, RTO/RPO)"
+        )
+        d_state = dr_drill(config_path=str(config), return_state=True)
+        d = d_state.result(raise_on_failure=False)
+        console.print("[bold]6.[/] health flow (PostgreSQL, Redis, host, logs, backup freshness)")
+        daily_health(config_path=str(config), return_state=True)  # baseline of the log offsets
+        append_sample_log_lines(workdir)
+        h_state = daily_health(config_path=str(config), return_state=True)
+        h = h_state.result(raise_on_failure=False)
+        console.print("[bold]7.[/] retention flow (dry run)")
+        r_state = retention(dry_run=True, config_path=str(config), return_state=True)
+        r = r_state.result(raise_on_failure=False)
+    finally:
+        server.cleanup()  # stop it now: a caller that lives on (tests) must not keep it
 
     # A health run that finds something critical on a laptop is a finding, not a demo failure.
     failures = [s.name for s in (b_state, v_state, d_state, r_state) if not s.is_completed()]

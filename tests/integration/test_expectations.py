@@ -167,10 +167,18 @@ def test_faithful_pg18_restore_over_a_socket_with_a_password(
     assert socket_dir.startswith("/")
     dsn = f"postgresql://{PASSWORD_ROLE}:{quote(PASSWORD)}@/{name}?host={quote(socket_dir)}"
 
-    result = validate_restore(dsn, source, amcheck=pick_binary("pg_amcheck", 18).path)
+    docs = tmp_path / "data-docs"
+    result = validate_restore(
+        dsn, source, amcheck=pick_binary("pg_amcheck", 18).path, data_docs_dir=docs
+    )
 
     assert source["server_major"] == 18
     assert failing(result) == {}
+    assert result.data_docs == str(docs / "index.html")
+    pages = [p for p in docs.rglob("*") if p.is_file()]
+    assert len(pages) > 2  # the index and a page per validated table
+    leaking = [p for p in pages if PASSWORD.encode() in p.read_bytes()]
+    assert not leaking
     assert result.check("rows shop.orders").detail == "3000 rows, expected 3000 (manifest)"
     assert result.check("amcheck").ok
     assert result.gx_result is not None and result.gx_result["success"] is True
