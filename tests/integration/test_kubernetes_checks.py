@@ -8,6 +8,7 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -17,6 +18,7 @@ import tasks.kubernetes as kube
 from runbook.config import KubernetesTarget
 from runbook.health import CheckResult, Status
 from tasks.kubernetes import check_kubernetes
+from tests.support.certs import make_certificate
 from tests.support.fake_apis import (
     FakeKubernetes,
     closed_port_url,
@@ -508,3 +510,47 @@ def test_client_configuration_errors_are_a_critical_result_not_an_exception(
         results = check_kubernetes(broken, unreachable=Status.UNKNOWN)
         assert [(r.check, r.status) for r in results] == [("kubernetes.api", Status.CRITICAL)]
         assert results[0].message.startswith("cannot configure the Kubernetes client:")
+
+
+def test_in_cluster_service_account_over_tls(tmp_path: Path, monkeypatch) -> None:
+    """As a Prefect worker in a pod runs it: KUBERNETES_SERVICE_HOST/PORT, the service
+    account's token and the cluster CA, HTTPS verified against that CA."""
+    import kubernetes.config.incluster_config as incluster
+
+    certificate, key = make_certificate(tmp_path, days=90)
+    fake = FakeKubernetes()
+    fake.token = TOKEN
+    fake.add(pod("api-6d9f7-abcde", NS), deployment("api", NS, replicas=1), node("node-1"))
+    fake.start(tls=(certificate, key))
+    try:
+        host, port = urlsplit(fake.url).hostname, urlsplit(fake.url).port
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN)
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(port))
+        monkeypatch.setattr(incluster, "SERVICE_TOKEN_FILENAME", str(token_file))
+        monkeypatch.setattr(incluster, "SERVICE_CERT_FILENAME", str(certificate))
+        in_pod = KubernetesTarget(name="prod", in_cluster=True, namespaces=[NS], timeout="5s")
+
+        checks = by_check(check_kubernetes(in_pod))
+
+        assert {c: (r.status, r.message) for c, r in checks.items() if r.status != Status.OK} == {}
+        assert checks["kubernetes.api"].message.startswith("reachable, Kubernetes v")
+        assert fake.url.startswith("https://")  # the fake speaks nothing but TLS
+        assert fake.requests and all(
+            r.headers.get("authorization", "").lower() == f"bearer {TOKEN}".lower()
+            for r in fake.requests
+        )
+        assert all(TOKEN not in r.message for r in checks.values())
+
+        # A CA that did not sign the server's certificate: refused, never ok.
+        (tmp_path / "other").mkdir()
+        other_ca, _ = make_certificate(tmp_path / "other", days=90)
+        monkeypatch.setattr(incluster, "SERVICE_CERT_FILENAME", str(other_ca))
+        seen = len(fake.requests)
+        refused = check_kubernetes(in_pod, unreachable=Status.UNKNOWN)
+        assert [(r.check, r.status) for r in refused] == [("kubernetes.api", Status.UNKNOWN)]
+        assert "CERTIFICATE_VERIFY_FAILED" in refused[0].message
+        assert len(fake.requests) == seen  # nothing was answered over the untrusted connection
+    finally:
+        fake.stop()

@@ -20,12 +20,14 @@ import hashlib
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -71,6 +73,7 @@ class FakeServer:
     slow: dict[str, float] = field(default_factory=dict)  # path -> delay for that path only
     unhandled: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
+    _scheme: str = "http"
 
     def answer(self, request: Request) -> Response | None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -79,12 +82,13 @@ class FakeServer:
     def url(self) -> str:
         assert self._server is not None, "start() the fake first"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
 
     def paths(self) -> list[str]:
         return [r.path for r in self.requests]
 
-    def start(self) -> None:
+    def start(self, tls: tuple[Path, Path] | None = None) -> None:
+        """Serve on a free port of 127.0.0.1; `tls` = (certificate, key) serves HTTPS."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -127,6 +131,11 @@ class FakeServer:
                 pass  # keep pytest output clean; requests are in fake.requests
 
         self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
@@ -548,8 +557,10 @@ class FakeKubernetes(FakeServer):
         if request.method != "GET":
             return None
         if self.token is not None:
-            sent = request.headers.get("authorization", "")
-            if sent != f"Bearer {self.token}":
+            # As kube-apiserver: the scheme is case-insensitive (the in-cluster loader of the
+            # official client sends "bearer").
+            scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or sent != self.token:
                 message = "Unauthorized" + self._echo(request)
                 return 401, _status(401, "Unauthorized", message), {}
         path = request.path
