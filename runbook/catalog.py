@@ -684,9 +684,7 @@ class DrillLog:
 
     def update(self, drill_id: str, **fields: Any) -> DrillRecord:
         with self.catalog.session() as session:
-            row = session.get(DrillRow, drill_id)
-            if row is None:
-                raise NotFoundError(f"unknown drill id {drill_id!r}")
+            row = self._row(session, drill_id)
             for name, value in fields.items():
                 if name in ("timings", "checks") or (name == "gx_result" and value is not None):
                     value = json.dumps(value)
@@ -694,20 +692,22 @@ class DrillLog:
             session.flush()
             return _drill(row)
 
+    @staticmethod
+    def _row(session: Session, drill_id: str) -> DrillRow:
+        row = session.get(DrillRow, drill_id)
+        if row is None:
+            raise NotFoundError(f"unknown drill id {drill_id!r} (see `runbook drills list`)")
+        return row
+
     def get(self, drill_id: str) -> DrillRecord:
         with self.catalog.session() as session:
-            row = session.get(DrillRow, drill_id)
-            if row is None:
-                raise NotFoundError(f"unknown drill id {drill_id!r} (see `runbook drills list`)")
-            return _drill(row)
+            return _drill(self._row(session, drill_id))
 
     def gx_result(self, drill_id: str) -> dict[str, Any] | None:
         """The drill's Great Expectations validation result, or None (a Redis drill, or a drill
         that failed before validation)."""
         with self.catalog.session() as session:
-            row = session.get(DrillRow, drill_id)
-            if row is None:
-                raise NotFoundError(f"unknown drill id {drill_id!r} (see `runbook drills list`)")
+            row = self._row(session, drill_id)
             return json.loads(row.gx_result) if row.gx_result else None
 
     def list(

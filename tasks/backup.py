@@ -216,8 +216,8 @@ def dump_redis(
     try:
         after = redis_facts(target)
     except Exception:  # noqa: BLE001 - the backup is stored; the drill then compares exactly
-        after = None
-    if after is not None:
+        pass
+    else:
         facts["keys_per_db_after"] = after["keys_per_db"]
         facts["expires_per_db_after"] = after["expires_per_db"]
     return Dumped(
