@@ -15,6 +15,7 @@ from prefect.states import Failed
 from pydantic import BaseModel
 
 from runbook.catalog import BackupRecord, BackupStatus
+from runbook.errors import RunFailed
 from runbook.manifest import new_backup_id
 from runbook.runtime import open_runtime
 from tasks.backup import backup_target
@@ -34,14 +35,23 @@ class BackupRunSummary(BaseModel):
 
 @flow(name="backup", persist_result=True, log_prints=True)
 def backup(
-    targets: list[str] | None = None,
-    config_path: str | None = None,
+    targets: list[str] = [],  # noqa: B006 - Prefect passes a copy; [] renders as a list in the UI
+    schedule: str = "",
     verify: bool = True,
 ) -> BackupRunSummary:
-    """Back up the named targets (default: every target in the config) and verify them."""
-    runtime = open_runtime(config_path)
+    """Back up targets and verify each backup by reading it back from storage.
+
+    Args:
+        targets: Backup targets to back up (names from runbook.yaml). Empty: every target, or
+            those of `schedule` when it is given.
+        schedule: Back up the targets whose `schedule` in runbook.yaml is this name (a
+            scheduled deployment per schedule; targets without one are "nightly").
+        verify: Read every stored artifact back from storage and compare it with the manifest.
+    """
+    runtime = open_runtime()
+    config_path = str(runtime.config.source)
     settings = runtime.config.backup
-    chosen = runtime.config.select_targets(targets)
+    chosen = runtime.config.select_targets(targets or None, schedule=schedule or None)
     task = backup_target.with_options(
         **retry_options(settings.retries, settings.retry_delay.total_seconds())
     )
@@ -60,7 +70,6 @@ def backup(
     publish_markdown("backup-report", backup_report_markdown(records), "Backups of this run")
     if not summary.ok:
         bad = [f"{r.target}: {r.status.value}" for r in records if r.status != wanted]
-        return Failed(
-            message=f"{len(bad)} backup(s) not {wanted.value}: {', '.join(bad)}", data=summary
-        )
+        message = f"{len(bad)} backup(s) not {wanted.value}: {', '.join(bad)}"
+        return Failed(message=message, data=RunFailed(message, summary))
     return summary

@@ -7,26 +7,34 @@
 4. Publish a markdown and a table artifact (keyed: the Artifacts page shows the latest).
 5. Notify: the Slack-compatible webhook for checks that started failing (after N runs in a
    row), got worse or recovered; Pushgateway metrics when configured.
-6. Return a HealthReport; the run ends Failed when any check is critical.
+6. Log one line with the status, severity and failing checks; return a HealthReport. The run
+   ends Failed when any check is critical.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import socket
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from runbook.catalog import HealthHistory, utcnow
-from runbook.health import CheckResult, Status, severity, worst
+from runbook.errors import RunFailed
+from runbook.health import RANK, CheckResult, Status, severity, worst
 from runbook.runtime import open_runtime
-from tasks.checks import check_plan, record_results, run_check, select_kinds
+from tasks.checks import CheckKind, check_plan, record_results, run_check, select_kinds
 from tasks.notify import metrics_text, notify_webhook, push_health_metrics, webhook_message
-from tasks.report import health_report_markdown, publish_markdown, publish_table
+from tasks.report import (
+    health_report_markdown,
+    health_table_rows,
+    publish_markdown,
+    publish_table,
+)
 
 
 class HealthReport(BaseModel):
@@ -42,10 +50,16 @@ class HealthReport(BaseModel):
 
 
 @flow(name="health", persist_result=True, task_runner=ThreadPoolTaskRunner(max_workers=16))
-def daily_health(only: list[str] | None = None, config_path: str | None = None) -> HealthReport:
-    """Run the health checks (default: all kinds; e.g. only=["prometheus", "host"])."""
-    runtime = open_runtime(config_path)
-    kinds = select_kinds(only)
+def daily_health(only: list[CheckKind] = []) -> HealthReport:  # noqa: B006 - Prefect copies it
+    """Run the health checks, grade them ok/warn/critical, keep them and alert once per episode.
+
+    Args:
+        only: Check kinds to run (http, postgres, redis, prometheus, kubernetes, docker, host,
+            logs, backups). Empty: every kind.
+    """
+    runtime = open_runtime()
+    config_path = str(runtime.config.source)
+    kinds = select_kinds(list(only))
     now = utcnow()
     run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
     history = HealthHistory(runtime.catalog)
@@ -56,6 +70,7 @@ def daily_health(only: list[str] | None = None, config_path: str | None = None) 
         for kind, name in check_plan(runtime.config, kinds)
     ]
     results = [result for future in futures for result in future.result()]
+    failing = any(r.status != Status.OK for r in results)
     tracked = record_results(config_path, run_id, now, results)
 
     status = worst(r.status for r in results)
@@ -69,9 +84,7 @@ def daily_health(only: list[str] | None = None, config_path: str | None = None) 
         run_id=run_id, status=status, severity=level, checks=results, events=events
     )
     publish_markdown("health-report", health_report_markdown(report), "Latest health run")
-    publish_table(
-        "health-checks", [r.model_dump(mode="json") for r in results], "Latest health checks"
-    )
+    publish_table("health-checks", health_table_rows(results), "Latest health checks")
 
     notifications = runtime.config.notifications
     if notifications.webhook is not None:
@@ -86,8 +99,30 @@ def daily_health(only: list[str] | None = None, config_path: str | None = None) 
             return_state=True,
         )
     history.finish_run(run_id, status.value, level)
+    level_of_line = logging.WARNING if failing else logging.INFO
+    get_run_logger().log(
+        logging.ERROR if status == Status.CRITICAL else level_of_line, summary_line(report)
+    )
 
     if status == Status.CRITICAL:
         bad = [f"{c.check} on {c.target}" for c in report.critical]
-        return Failed(message=f"{len(bad)} critical: {', '.join(bad[:5])}", data=report)
+        message = f"{len(bad)} critical: {', '.join(bad[:5])}"
+        return Failed(message=message, data=RunFailed(message, report))
     return report
+
+
+def summary_line(report: HealthReport) -> str:
+    """One line for the run's log: status, severity, counts and the failing checks."""
+    failing = [c for c in report.checks if c.status != Status.OK]
+    failing.sort(key=lambda c: -RANK[c.status])
+    counts = ", ".join(
+        f"{sum(1 for c in report.checks if c.status == s)} {s.value}"
+        for s in (Status.CRITICAL, Status.WARN, Status.UNKNOWN, Status.OK)
+    )
+    line = f"health {report.status.value}" + (f" ({report.severity})" if report.severity else "")
+    line += f": {len(report.checks)} checks, {counts}"
+    if failing:
+        shown = [f"{c.status.value} {c.check} on {c.target}" for c in failing[:8]]
+        more = f" and {len(failing) - 8} more" if len(failing) > 8 else ""
+        line += "; failing: " + ", ".join(shown) + more
+    return line

@@ -1,6 +1,8 @@
 """The DR drill flow: prove that backups restore, and measure RTO and RPO.
 
-1. Choose the targets: the one given, or every PostgreSQL and Redis target.
+1. Choose the targets (the ones given, or every PostgreSQL and Redis target) and refuse an
+   operator's mistake (unknown target or backup id, a drill server that is the source)
+   before anything is recorded.
 2. Drill each (tasks/restore.py): sweep leftovers of dead drills, verify and download the
    backup (falling back past a corrupt `latest`), restore into a scratch database on the
    drill server, validate (Great Expectations, SQL checks, pg_amcheck), compare RTO and RPO
@@ -16,11 +18,11 @@ from prefect.states import Failed
 from pydantic import BaseModel
 
 from runbook.catalog import DrillLog, DrillRecord, utcnow
-from runbook.config import PostgresTarget, RedisTarget
-from runbook.errors import RunbookError
-from runbook.runtime import open_runtime
+from runbook.config import PostgresTarget, RedisTarget, TargetConfig
+from runbook.errors import RunbookError, RunFailed
+from runbook.runtime import Runtime, open_runtime
 from tasks.report import drill_report_markdown, publish_markdown
-from tasks.restore import drill_target
+from tasks.restore import check_drill_request, drill_target
 
 
 class DrillRunSummary(BaseModel):
@@ -30,34 +32,34 @@ class DrillRunSummary(BaseModel):
 
 @flow(name="dr-drill", persist_result=True)
 def dr_drill(
-    target: str | None = None,
+    targets: list[str] = [],  # noqa: B006 - Prefect passes a copy; [] renders as a list in the UI
     backup: str = "latest",
     keep_on_failure: bool = False,
     jobs: int = 2,
-    config_path: str | None = None,
 ) -> DrillRunSummary:
-    """Restore drill of one target (default: every PostgreSQL and Redis target)."""
-    runtime = open_runtime(config_path)
+    """Restore a backup into a scratch database, validate it, measure RTO and RPO.
+
+    Args:
+        targets: PostgreSQL and Redis targets to drill (names from runbook.yaml). Empty: every
+            one of them.
+        backup: "latest" (the newest verified backup, falling back past a corrupt one) or a
+            backup id from `runbook backups list` (then give exactly one target, its own).
+        keep_on_failure: Keep the scratch database of a failed drill for forensics.
+        jobs: Parallel pg_restore jobs.
+    """
+    runtime = open_runtime()
     config = runtime.config
-    if target:
-        targets = [config.target(target)]
-    else:
-        targets = [
-            t for t in config.backup_targets() if isinstance(t, PostgresTarget | RedisTarget)
-        ]
-        if backup != "latest":
-            raise RunbookError("a backup id belongs to one target: give the target too")
-    if not targets:
-        raise RunbookError("no PostgreSQL or Redis targets to drill")
+    config_path = str(config.source)
+    chosen = resolve_drill_targets(runtime, list(targets), backup)
     started = utcnow()
     drills = []
-    for t in targets:
+    for t in chosen:
         state = drill_target(config_path, t.name, backup, keep_on_failure, jobs, return_state=True)
         result = state.result(raise_on_failure=False)
         if not isinstance(result, BaseException):
             drills.append(result)
             continue
-        if len(targets) == 1:
+        if len(chosen) == 1:
             raise result  # one target: the CLI reports it (exit 2 for operator mistakes)
         recorded = DrillLog(runtime.catalog).list(target=t.name, limit=1)
         if recorded and recorded[0].started_at >= started:
@@ -68,5 +70,28 @@ def dr_drill(
     publish_markdown("drill-report", drill_report_markdown(drills), "DR restore drills")
     if not summary.ok:
         bad = [d.target for d in drills if not d.passed]
-        return Failed(message=f"drill failed for {', '.join(bad)}", data=summary)
+        message = f"drill failed for {', '.join(bad)}"
+        return Failed(message=message, data=RunFailed(message, summary))
     return summary
+
+
+def resolve_drill_targets(runtime: Runtime, names: list[str], backup: str) -> list[TargetConfig]:
+    """The targets to drill, every operator mistake refused before any drill is recorded."""
+    config = runtime.config
+    if names:
+        chosen = [config.target(name) for name in names]
+    else:
+        chosen = [
+            t for t in config.backup_targets() if isinstance(t, PostgresTarget | RedisTarget)
+        ]
+    if backup != "latest":
+        if len(chosen) != 1:
+            owner = runtime.catalog.get_backup(backup).target  # an unknown id fails here
+            raise RunbookError(
+                f"backup {backup} belongs to one target ({owner!r}): give that target alone"
+            )
+    if not chosen:
+        raise RunbookError("no PostgreSQL or Redis targets to drill")
+    for target in chosen:
+        check_drill_request(runtime.catalog, target, backup)
+    return chosen

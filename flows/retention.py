@@ -45,13 +45,17 @@ class RetentionSummary(BaseModel):
 @flow(name="retention", persist_result=True)
 def retention(
     dry_run: bool = True,
-    targets: list[str] | None = None,
-    config_path: str | None = None,
+    targets: list[str] = [],  # noqa: B006 - Prefect passes a copy; [] renders as a list
 ) -> RetentionSummary:
-    """Apply the retention policy; a dry run (the default) only prints the plan."""
-    runtime = open_runtime(config_path)
+    """Plan grandfather-father-son retention and, unless a dry run, delete what it lets go.
+
+    Args:
+        dry_run: Only publish the plan (keep/delete with a reason each); delete nothing.
+        targets: Only these targets (names from runbook.yaml). Empty: every target.
+    """
+    runtime = open_runtime()
     config = runtime.config
-    names = [t.name for t in config.select_targets(targets)] if targets else None
+    names = [t.name for t in config.select_targets(list(targets))] if targets else None
     now = utcnow()
     decisions = plan_retention(
         candidates_from_catalog(runtime.catalog, names), config.retention, now, config.timezone

@@ -14,7 +14,7 @@ from prefect.states import Failed
 from pydantic import BaseModel
 
 from runbook.catalog import COMMITTED
-from runbook.errors import NotFoundError
+from runbook.errors import NotFoundError, RunFailed
 from runbook.runtime import open_runtime
 from tasks.integrity import VerificationReport, verify_backup_task
 from tasks.report import publish_markdown, verification_report_markdown
@@ -27,24 +27,30 @@ class VerifyRunSummary(BaseModel):
 
 @flow(name="verify-backups", persist_result=True)
 def verify_backups(
-    backup_ids: list[str] | None = None,
-    target: str | None = None,
-    config_path: str | None = None,
+    backup_ids: list[str] = [],  # noqa: B006 - Prefect passes a copy; [] renders as a list
+    targets: list[str] = [],  # noqa: B006
 ) -> VerifyRunSummary:
-    """Verify the given backups, or else the newest committed backup of each target."""
-    runtime = open_runtime(config_path)
+    """Read backups back from storage and compare them with their manifests.
+
+    Args:
+        backup_ids: Backup ids to verify (from `runbook backups list`). Empty: the newest
+            committed backup of each target.
+        targets: Only these targets' newest backups (names from runbook.yaml). Empty: all.
+    """
+    runtime = open_runtime()
+    config_path = str(runtime.config.source)
     if backup_ids:
         ids = [runtime.catalog.get_backup(backup_id).id for backup_id in backup_ids]
     else:
-        targets = [runtime.config.target(target)] if target else runtime.config.backup_targets()
         ids = []
-        for t in targets:
+        for t in runtime.config.select_targets(list(targets) or None):
             latest = runtime.catalog.latest_backup(t.name, statuses=COMMITTED)
             if latest is not None:
                 ids.append(latest.id)
         if not ids:
             raise NotFoundError(
-                f"no committed backup of {target or 'any target'} to verify; run `runbook backup`"
+                f"no committed backup of {', '.join(targets) or 'any target'} to verify; "
+                "run `runbook backup`"
             )
     reports = [verify_backup_task(config_path, backup_id) for backup_id in ids]
     summary = VerifyRunSummary(ok=all(r.ok for r in reports), reports=reports)
@@ -53,7 +59,6 @@ def verify_backups(
     )
     if not summary.ok:
         bad = [r.backup_id for r in reports if not r.ok]
-        return Failed(
-            message=f"backup(s) do not match their manifests: {', '.join(bad)}", data=summary
-        )
+        message = f"backup(s) do not match their manifests: {', '.join(bad)}"
+        return Failed(message=message, data=RunFailed(message, summary))
     return summary

@@ -84,15 +84,28 @@ def _console() -> Any:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
-def _run_flow(flow_fn: Any, **params: Any) -> tuple[bool, Any]:
-    """Run a flow in this process; (completed?, its summary). Operator errors re-raised."""
+def _run_flow(flow_fn: Any, config_path: str, **params: Any) -> tuple[bool, Any]:
+    """Run a flow in this process on the given config; (completed?, its summary). Operator
+    errors re-raised. Flows read their config from $RUNBOOK_CONFIG, as on a worker."""
+    from runbook.config import CONFIG_ENV
+    from runbook.errors import RunFailed
+
+    os.environ[CONFIG_ENV] = config_path
     state = flow_fn(**params, return_state=True)
-    result = state.result(raise_on_failure=False)
+    result = RunFailed.summary_of(state.result(raise_on_failure=False))
     if isinstance(result, RunbookError):
         raise result
     if isinstance(result, BaseException):
         fail(f"{flow_fn.name} flow crashed: {type(result).__name__}: {result}", EXIT_FAILED)
     return state.is_completed(), result
+
+
+def _text(value: Any) -> str:
+    """Any value for a rich table or line, with its square brackets shown, not read as markup
+    (`host.disk[/]` is a check name, not a closing tag)."""
+    from rich.markup import escape
+
+    return escape("" if value is None else str(value))
 
 
 # --- backup --------------------------------------------------------------------------------
@@ -121,9 +134,7 @@ def backup(
         fail(f"{path}: no targets configured (add targets.postgres, .redis or .files)")
     from flows.backup import backup as backup_flow
 
-    _completed, summary = _run_flow(
-        backup_flow, targets=target or None, config_path=path, verify=not no_verify
-    )
+    _completed, summary = _run_flow(backup_flow, path, targets=target or [], verify=not no_verify)
     if as_json:
         emit_json({"ok": summary.ok, "backups": [_backup_json(b) for b in summary.backups]})
     else:
@@ -156,8 +167,8 @@ def _print_backups(records: list[Any]) -> None:
         status = r.status.value
         style = {"verified": "green", "stored": "yellow"}.get(status, "red")
         table.add_row(
-            r.id,
-            r.target,
+            _text(r.id),
+            _text(r.target),
             r.kind,
             f"[{style}]{status}[/]",
             r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "-",
@@ -169,7 +180,7 @@ def _print_backups(records: list[Any]) -> None:
     console.print(table)
     for r in records:
         if r.error and r.status.value not in ("verified",):
-            console.print(f"[red]{r.target} {r.id}[/]: {r.error}")
+            console.print(f"[red]{_text(r.target)} {_text(r.id)}[/]: {_text(r.error)}")
 
 
 # --- backups list / show -------------------------------------------------------------------
@@ -239,11 +250,13 @@ def backups_show(
 
     for a in record.artifacts:
         state = "verified " + a.verified_at.isoformat() if a.verified_at else (a.problem or "")
-        console.print(f"  {a.key}  {human_bytes(a.bytes)}  sha256 {a.sha256}  {state}")
+        console.print(_text(f"  {a.key}  {human_bytes(a.bytes)}  sha256 {a.sha256}  {state}"))
     for v in history:
         console.print(
-            f"  verification {v.finished_at.isoformat()}: "
-            f"{'ok' if v.ok else 'FAILED ' + json.dumps(v.problems)}"
+            _text(
+                f"  verification {v.finished_at.isoformat()}: "
+                f"{'ok' if v.ok else 'FAILED ' + json.dumps(v.problems)}"
+            )
         )
 
 
@@ -278,9 +291,9 @@ def verify(
 
     _completed, summary = _run_flow(
         verify_backups,
-        backup_ids=[backup_id] if backup_id else None,
-        target=target,
-        config_path=_config_path(config),
+        _config_path(config),
+        backup_ids=[backup_id] if backup_id else [],
+        targets=[target] if target else [],
     )
     reports = [_report_json(r) for r in summary.reports]
     if as_json:
@@ -289,8 +302,10 @@ def verify(
         console = _console()
         for r in summary.reports:
             for check in r.artifacts:
-                mark = "[green]ok[/]" if check.ok else f"[red]{check.problem}[/]"
-                console.print(f"{r.backup_id}  {check.key}  {mark}  {check.detail or ''}")
+                mark = "[green]ok[/]" if check.ok else f"[red]{_text(check.problem)}[/]"
+                console.print(
+                    f"{_text(r.backup_id)}  {_text(check.key)}  {mark}  {_text(check.detail)}"
+                )
     raise typer.Exit(EXIT_OK if summary.ok else EXIT_FAILED)
 
 
@@ -331,7 +346,7 @@ def retention(
     from flows.retention import retention as retention_flow
 
     completed, summary = _run_flow(
-        retention_flow, dry_run=not apply, targets=target or None, config_path=_config_path(config)
+        retention_flow, _config_path(config), dry_run=not apply, targets=target or []
     )
     if as_json:
         emit_json(summary.model_dump(mode="json"))
@@ -344,12 +359,12 @@ def retention(
         for d in summary.decisions:
             style = "green" if d.action == "keep" else "red"
             table.add_row(
-                d.target,
-                d.id,
+                _text(d.target),
+                _text(d.id),
                 d.status,
                 d.at.strftime("%Y-%m-%d %H:%M"),
                 f"[{style}]{d.action}[/]",
-                "; ".join(d.reasons),
+                _text("; ".join(d.reasons)),
             )
         console = _console()
         console.print(table)
@@ -391,25 +406,79 @@ def _drill_json(d: Any) -> dict[str, Any]:
     }
 
 
-def _print_drills(drills: list[Any], details: bool) -> None:
-    console = _console()
+def _objective(measured: float | None, target: float | None) -> str:
+    """'4.5 s (target 1h)': the measured figure, the target as configured."""
+    from datetime import timedelta
+
+    from runbook.formatting import human_duration, seconds
+
+    if measured is None:
+        return "-"
+    goal = f" (target {human_duration(timedelta(seconds=target))})" if target else ""
+    return seconds(measured) + goal
+
+
+def _drill_reason(d: Any) -> str:
+    """Why a drill did not pass, in one line: its error, else its failing checks."""
+    if d.passed:
+        return ""
+    if d.error:
+        return d.error
+    failing = [f"{c.name}: {c.detail}" for c in d.checks if not c.ok]
+    return "; ".join(failing) or d.status
+
+
+def _verdict(d: Any) -> str:
+    if d.passed:
+        return "[green]PASSED[/]"
+    colour = "yellow" if d.status in ("running", "refused") else "red"
+    return f"[{colour}]{d.status.upper()}[/]"
+
+
+def _print_drill_table(drills: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table()
+    for column in ("drill", "target", "result", "backup", "RTO", "RPO", "why not passed"):
+        table.add_column(column, overflow="fold")
     for d in drills:
-        verdict = "[green]PASSED[/]" if d.passed else f"[red]{d.status.upper()}[/]"
-        rto = f"{d.rto_seconds:.1f}s" if d.rto_seconds is not None else "-"
-        rpo = f"{d.rpo_seconds:.0f}s" if d.rpo_seconds is not None else "-"
-        fell = f" (fell back from corrupt {d.fell_back_from})" if d.fell_back_from else ""
-        console.print(
-            f"{d.id}  {d.target}  {verdict}  backup {d.backup_id or '-'}{fell}  "
-            f"RTO {rto}  RPO {rpo}"
+        backup = (d.backup_id or "-") + (
+            f" (fell back from corrupt {d.fell_back_from})" if d.fell_back_from else ""
         )
-        if details:
-            for c in d.checks:
-                mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
-                console.print(f"  {mark} {c.name}: {c.detail}")
-            if d.data_docs:
-                console.print(f"  Great Expectations Data Docs: {d.data_docs}")
-            if d.kept and d.scratch:
-                console.print(f"  kept for forensics: {d.scratch}")
+        table.add_row(
+            _text(d.id),
+            _text(d.target),
+            _verdict(d),
+            _text(backup),
+            _objective(d.rto_seconds, d.rto_target_seconds),
+            _objective(d.rpo_seconds, d.rpo_target_seconds),
+            _text(_drill_reason(d)),
+        )
+    _console().print(table)
+
+
+def _print_drill_details(d: Any) -> None:
+    console = _console()
+    fell = f" (fell back from corrupt {d.fell_back_from})" if d.fell_back_from else ""
+    console.print(
+        f"{_text(d.id)}  {_text(d.target)}  {_verdict(d)}  backup {_text(d.backup_id or '-')}"
+        f"{_text(fell)}  RTO {_objective(d.rto_seconds, d.rto_target_seconds)}  "
+        f"RPO {_objective(d.rpo_seconds, d.rpo_target_seconds)}"
+    )
+    if d.timings:
+        steps = ", ".join(f"{name} {value:.1f} s" for name, value in d.timings.items())
+        console.print(f"  steps: {_text(steps)}")
+    passed = sum(1 for c in d.checks if c.ok)
+    console.print(f"  {passed} of {len(d.checks)} checks passed")
+    for c in d.checks:
+        mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
+        console.print(f"  {mark} {_text(c.name)}: {_text(c.detail)}")
+    if d.error:
+        console.print(f"  [red]error[/]: {_text(d.error)}")
+    if d.data_docs:
+        console.print(f"  Great Expectations Data Docs: {_text(d.data_docs)}")
+    if d.kept and d.scratch:
+        console.print(f"  kept for forensics: {_text(d.scratch)}")
 
 
 @app.command()
@@ -448,11 +517,11 @@ def drill(
 
     _completed, summary = _run_flow(
         dr_drill,
-        target=target,
+        _config_path(config),
+        targets=[target] if target else [],
         backup=backup_,
         keep_on_failure=keep_on_failure,
         jobs=jobs,
-        config_path=_config_path(config),
     )
     drills = [_drill_json(d) for d in summary.drills]
     if as_json:
@@ -460,7 +529,8 @@ def drill(
             {"drill": drills[0]} if len(drills) == 1 else {"ok": summary.ok, "drills": drills}
         )
     else:
-        _print_drills(summary.drills, details=True)
+        for d in summary.drills:
+            _print_drill_details(d)
     raise typer.Exit(EXIT_OK if summary.ok else EXIT_FAILED)
 
 
@@ -481,8 +551,10 @@ def drills_list(
     drills = DrillLog(catalog).list(target=target, limit=limit)
     if as_json:
         emit_json({"drills": [_drill_json(d) for d in drills]})
+    elif not drills:
+        typer.echo("no drills yet (run `runbook drill`)")
     else:
-        _print_drills(drills, details=False)
+        _print_drill_table(drills)
 
 
 @drills_app.command("show")
@@ -503,7 +575,7 @@ def drills_show(
     if as_json:
         emit_json({"drill": {**_drill_json(record), "gx_result": gx_result}})
         return
-    _print_drills([record], details=True)
+    _print_drill_details(record)
     if gx_result is not None:
         stats = gx_result.get("statistics", {})
         _console().print(
@@ -514,6 +586,14 @@ def drills_show(
 
 
 # --- health --------------------------------------------------------------------------------
+
+
+def _health_value(check: Any) -> str:
+    """A check's value with its unit, as people read it."""
+    display = getattr(check, "display_value", None)
+    if display is not None:
+        return display() if callable(display) else str(display)
+    return "" if check.value is None else str(check.value)
 
 
 @app.command()
@@ -542,7 +622,7 @@ def health(
         fail(f"{path}: nothing to check for {', '.join(kinds)} (configure targets)")
     from flows.daily_health import daily_health
 
-    _completed, report = _run_flow(daily_health, only=kinds if only else None, config_path=path)
+    _completed, report = _run_flow(daily_health, path, only=kinds if only else [])
     if as_json:
         emit_json(
             {
@@ -556,103 +636,140 @@ def health(
     else:
         from rich.table import Table
 
+        from runbook.health import RANK
+
         colour = {"ok": "green", "warn": "yellow", "critical": "red", "unknown": "magenta"}
         table = Table(
             title=f"Health: {report.status.value}"
             + (f" ({report.severity})" if report.severity else "")
         )
         for column in ("status", "check", "target", "value", "threshold", "message"):
-            table.add_column(column)
-        for c in report.checks:
+            table.add_column(column, overflow="fold")
+        worst_first = sorted(report.checks, key=lambda c: -RANK[c.status])
+        for c in worst_first:
             table.add_row(
                 f"[{colour[c.status.value]}]{c.status.value}[/]",
-                c.check,
-                c.target,
-                "" if c.value is None else str(c.value),
-                c.threshold or "",
-                c.message,
+                _text(c.check),
+                _text(c.target),
+                _text(_health_value(c)),
+                _text(c.threshold),
+                _text(c.message),
             )
         _console().print(table)
     raise typer.Exit(EXIT_FAILED if report.critical else EXIT_OK)
 
 
-# --- config and demo -----------------------------------------------------------------------
+# --- config, deploy and demo ---------------------------------------------------------------
 
 
 @app.command("check-config")
-@operator_errors
 def check_config(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Validate the config file and list its targets (secrets masked)."""
-    from runbook.config import load_config
+    """Validate the config file and list its targets (secrets masked). Environment variables
+    the file uses but this shell does not set are listed: set them where the flows run."""
+    from runbook.config import ALL_KINDS, load_config
 
-    cfg = load_config(_config_path(config))
-    from runbook.config import ALL_KINDS
-
+    path = None
+    unset: list[str] = []
+    try:
+        path = _config_path(config)
+        cfg = load_config(path, unset=unset)
+    except RunbookError as exc:
+        if as_json:
+            emit_json({"ok": False, "config": path, "error": str(exc)})
+            raise typer.Exit(EXIT_USAGE) from None
+        fail(str(exc))
     targets = [
         {"name": t.name, "kind": kind} for kind in ALL_KINDS for t in getattr(cfg.targets, kind)
     ]
+    unset = sorted(set(unset))
+    from deployments.spec import rpo_warnings
+
+    warnings = rpo_warnings(cfg)
     if as_json:
-        emit_json({"ok": True, "config": str(cfg.source), "targets": targets})
-    else:
+        emit_json(
+            {
+                "ok": True,
+                "config": str(cfg.source),
+                "targets": targets,
+                "unset_env": unset,
+                "warnings": warnings,
+            }
+        )
+        return
+    typer.echo(
+        f"{cfg.source}: ok, {len(targets)} target(s): "
+        + ", ".join(f"{t['name']} ({t['kind']})" for t in targets)
+    )
+    for warning in warnings:
+        typer.echo(f"warning: {warning}")
+    if unset:
         typer.echo(
-            f"{cfg.source}: ok, {len(targets)} target(s): "
-            + ", ".join(f"{t['name']} ({t['kind']})" for t in targets)
+            f"note: {', '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set in this "
+            "environment (read as empty here); set it where the flows run (the worker's "
+            "environment)"
         )
 
 
 @app.command()
 @operator_errors
-def deploy(config: ConfigOpt = None) -> None:
-    """Register every deployment of prefect.yaml with your Prefect server (PREFECT_API_URL),
-    with schedules in runbook.yaml's timezone and RUNBOOK_CONFIG pointing at the config."""
-    import subprocess
-
-    from runbook.config import load_config
+def deploy(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Register Runbook's deployments (prefect.yaml, plus one per backup.schedules entry) with
+    your Prefect server (PREFECT_API_URL): schedules in runbook.yaml's timezone, RUNBOOK_CONFIG
+    pointing at the config, the config's target names as choices in the UI's Custom run."""
+    from deployments.register import deploy_all
 
     path = _config_path(config)
-    cfg = load_config(path)
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "prefect.yaml").exists():
-        fail(f"{root}/prefect.yaml not found: run `runbook deploy` from a Runbook checkout")
-    env = {
-        **os.environ,
-        "RUNBOOK_CONFIG": path,
-        "RUNBOOK_TIMEZONE": cfg.timezone,
-        "RUNBOOK_HOME": os.environ.get("RUNBOOK_HOME", str(root)),
-    }
-    if not env.get("PREFECT_API_URL"):
-        fail(
-            "PREFECT_API_URL is not set: start a server (prefect server start) and point "
-            "PREFECT_API_URL at it"
-        )
-    import yaml
+    result = deploy_all(path)
+    if as_json:
+        emit_json(result.as_json())
+    else:
+        _print_deployments(result)
+    raise typer.Exit(EXIT_OK)
 
-    spec = yaml.safe_load((root / "prefect.yaml").read_text())
-    work_pool = spec["definitions"]["work_pool"]["name"]
-    prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
-    pool = subprocess.run(
-        [*prefect, "work-pool", "create", work_pool, "--type", "process"],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
+
+def _print_deployments(result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(result.deployments)} deployments on {result.api_url}")
+    for column in ("deployment", "schedule", "next run", "parameters"):
+        table.add_column(column, overflow="fold")
+    for d in result.deployments:
+        table.add_row(
+            _text(d.full_name),
+            _text(d.schedule_text() or "on demand"),
+            _text(d.next_run or "-"),
+            _text(json.dumps(d.parameters) if d.parameters else ""),
+        )
+    console = _console()
+    console.print(table)
+    for warning in result.warnings:
+        console.print(f"[yellow]note[/]: {_text(warning)}")
+    console.print(
+        f"Start a worker for pool {_text(result.work_pool)}: "
+        f"{_text(result.worker_command)}\n"
+        f"Run one now: {_text(result.run_example)}"
     )
-    if pool.returncode != 0 and "already exists" not in pool.stdout + pool.stderr:
-        fail(f"could not create work pool {work_pool}: {pool.stderr.strip()[-300:]}", 1)
-    done = subprocess.run([*prefect, "deploy", "--all"], env=env, cwd=root)
-    raise typer.Exit(EXIT_OK if done.returncode == 0 else EXIT_FAILED)
 
 
 @app.command()
 @operator_errors
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo's state.")] = Path(".runbook"),
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running",
+            help="Keep the embedded PostgreSQL running until Ctrl-C, to try the other commands "
+            "and the deployments against the demo config.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start an embedded PostgreSQL with sample data and run backup -> verify -> retention."""
+    """The zero-setup tour: an embedded PostgreSQL with sample data, then backup -> verify ->
+    DR drill -> health -> retention (dry run), with a summary."""
     from flows.demo import run_demo
 
-    ok = run_demo(workdir.resolve(), as_json=as_json)
+    ok = run_demo(workdir.resolve(), as_json=as_json, keep_running=keep_running)
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
 

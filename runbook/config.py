@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -157,9 +157,42 @@ class BackupSettings(Model):
     timeout: Duration = Field(default=timedelta(hours=6), description="per artifact")
     retries: int = Field(default=3, ge=0, le=20, description="retries of transient faults")
     retry_delay: Duration = timedelta(seconds=10)
+    schedules: dict[Name, str] = Field(
+        default_factory=dict,
+        description="backup schedules beside prefect.yaml's nightly one: name -> cron; a "
+        "target joins one with `schedule: NAME` (runbook deploy adds deployment backup-NAME)",
+    )
+
+    @field_validator("schedules")
+    @classmethod
+    def _cron_expressions(cls, value: dict[str, str]) -> dict[str, str]:
+        from cronsim import CronSim, CronSimError
+
+        for name, cron in value.items():
+            if name == DEFAULT_SCHEDULE:
+                raise ValueError(
+                    f"{name!r} is prefect.yaml's backup-nightly deployment; pick another name"
+                )
+            try:
+                CronSim(cron, datetime.now(UTC))
+            except (CronSimError, TypeError):
+                raise ValueError(
+                    f"{name}: {cron!r} is not a cron expression like '0 * * * *'"
+                ) from None
+        return value
 
 
 # --- targets -------------------------------------------------------------------------------
+
+DEFAULT_SCHEDULE = "nightly"  # prefect.yaml's backup-nightly: every target's unless set
+ScheduleName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="the backup schedule this target follows: nightly or a name of "
+        "backup.schedules",
+    ),
+]
 
 
 class PostgresHealth(Model):
@@ -212,6 +245,7 @@ class DrillServer(Model):
 class PostgresTarget(Model):
     name: Name
     dsn: SecretStr
+    schedule: ScheduleName = DEFAULT_SCHEDULE
     schemas: list[str] = Field(
         default_factory=list, description="empty = whole database; names = also one per schema"
     )
@@ -246,6 +280,7 @@ class PostgresTarget(Model):
 class RedisTarget(Model):
     name: Name
     url: SecretStr
+    schedule: ScheduleName = DEFAULT_SCHEDULE
     timeout: Duration = timedelta(seconds=30)
     rpo: Duration | None = None
     rto: Duration | None = None
@@ -267,6 +302,7 @@ class RedisTarget(Model):
 class FilesTarget(Model):
     name: Name
     paths: list[Path] = Field(min_length=1)
+    schedule: ScheduleName = DEFAULT_SCHEDULE
     exclude: list[str] = Field(default_factory=list, description="glob patterns to leave out")
     rpo: Duration | None = None
 
@@ -398,7 +434,7 @@ class DockerTarget(Model):
 class HostTarget(Model):
     name: Name = "localhost"
     mounts: list[str] = Field(default_factory=list, description="empty = every real filesystem")
-    disk: Threshold = _t(85, 95)  # % used, runbook 000: disk > 85 %
+    disk: Threshold = _t(85, 90)  # % used: runbook 000 warns over 85 %, 004 pages under 10 % free
     inodes: Threshold = _t(85, 95)
     memory: Threshold = _t(90, 95)  # runbook 000: memory > 90 %
     load_per_core: Threshold = _t(1.5, 3.0)
@@ -524,6 +560,19 @@ class Config(Model):
                 seen[target.name] = where
         return self
 
+    @model_validator(mode="after")
+    def _known_schedules(self) -> Config:
+        known = {DEFAULT_SCHEDULE, *self.backup.schedules}
+        for kind in BACKUP_KINDS:
+            for index, target in enumerate(getattr(self.targets, kind)):
+                if target.schedule not in known:
+                    raise ValueError(
+                        f"targets.{kind}[{index}].schedule: unknown schedule "
+                        f"{target.schedule!r} (use {', '.join(sorted(known))}, or add it "
+                        "under backup.schedules with a cron expression)"
+                    )
+        return self
+
     # --- lookups ------------------------------------------------------------------------
 
     def backup_targets(self) -> list[TargetConfig]:
@@ -537,10 +586,18 @@ class Config(Model):
         known = ", ".join(t.name for t in self.backup_targets()) or "none configured"
         raise NotFoundError(f"unknown backup target {name!r} (backup targets: {known})")
 
-    def select_targets(self, names: list[str] | None) -> list[TargetConfig]:
-        if not names:
-            return self.backup_targets()
-        return [self.target(name) for name in names]
+    def select_targets(
+        self, names: list[str] | None, schedule: str | None = None
+    ) -> list[TargetConfig]:
+        """The named backup targets; else those following `schedule`; else all of them."""
+        if names:
+            return [self.target(name) for name in names]
+        if schedule:
+            if schedule not in {DEFAULT_SCHEDULE, *self.backup.schedules}:
+                known = ", ".join(sorted({DEFAULT_SCHEDULE, *self.backup.schedules}))
+                raise NotFoundError(f"unknown backup schedule {schedule!r} (schedules: {known})")
+            return [t for t in self.backup_targets() if t.schedule == schedule]
+        return self.backup_targets()
 
     @property
     def state_dir(self) -> Path:
@@ -558,11 +615,14 @@ class Config(Model):
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand(value: Any, path: str) -> Any:
+def _expand(value: Any, path: str, unset: list[str] | None = None) -> Any:
+    """Expand ${VAR} references. An unset variable without a default is an error, unless
+    `unset` collects its name (check-config on a machine without the flows' secrets): then it
+    expands to an empty string."""
     if isinstance(value, dict):
-        return {k: _expand(v, _join(path, str(k))) for k, v in value.items()}
+        return {k: _expand(v, _join(path, str(k)), unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_expand(v, f"{path}[{i}]", unset) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -574,6 +634,9 @@ def _expand(value: Any, path: str) -> Any:
             return os.environ[name]
         if default is not None:
             return default
+        if unset is not None:
+            unset.append(name)
+            return ""
         raise ConfigError(f"{path or '<root>'}: environment variable {name} is not set")
 
     return _ENV_REF.sub(substitute, value)
@@ -624,8 +687,9 @@ def resolve_config_path(path: str | Path | None) -> Path:
     return Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Read, expand and validate a config file. Raises ConfigError naming the field at fault."""
+def load_config(path: str | Path | None = None, unset: list[str] | None = None) -> Config:
+    """Read, expand and validate a config file. Raises ConfigError naming the field at fault.
+    With `unset` (a list), unset ${VAR}s are collected there instead of failing."""
     file = resolve_config_path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -636,10 +700,12 @@ def load_config(path: str | Path | None = None) -> Config:
         ) from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from None
-    return parse_config(text, source=file)
+    return parse_config(text, source=file, unset=unset)
 
 
-def parse_config(text: str, source: Path | None = None) -> Config:
+def parse_config(
+    text: str, source: Path | None = None, unset: list[str] | None = None
+) -> Config:
     label = str(source) if source else "config"
     try:
         data = yaml.safe_load(text)
@@ -655,13 +721,16 @@ def parse_config(text: str, source: Path | None = None) -> Config:
             f"{label}: expected a mapping at the top level, got {type(data).__name__}"
         )
     try:
-        data = _expand(data, "")
+        data = _expand(data, "", unset)
     except ConfigError as exc:
         raise ConfigError(f"{label}: {exc}") from None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{label}: {format_validation_error(exc, data)}") from None
+        problems = format_validation_error(exc, data)
+        if unset:
+            problems += f" (with {', '.join(sorted(set(unset)))} unset, read as empty)"
+        raise ConfigError(f"{label}: {problems}") from None
     if source is not None:
         config = _resolve_paths(config, source.resolve())
     return config

@@ -26,3 +26,25 @@ class TransientError(Exception):
 
 class PermanentError(Exception):
     """A fault that retrying cannot fix: wrong password, missing binary, bad archive."""
+
+
+class RunFailed(Exception):
+    """A flow run's own verdict that it failed (a backup not verified, a drill that did not
+    pass), carrying the run's summary.
+
+    Flows end with `Failed(message, data=RunFailed(message, summary))`: Prefect resolves a
+    failed state's data into an exception (on a worker, `state.result()` raises it), so the
+    summary must travel inside one. `RunFailed.summary_of(result)` gets it back.
+    """
+
+    def __init__(self, message: str, summary: object) -> None:
+        super().__init__(message, summary)
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    @staticmethod
+    def summary_of(result: object) -> object:
+        """A flow's result or the summary inside its RunFailed; other values unchanged."""
+        return result.summary if isinstance(result, RunFailed) else result

@@ -3,7 +3,9 @@ read-only commands use it and must start fast."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 
@@ -30,30 +32,76 @@ def seconds(value: float | None) -> str:
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
-BACKUP_COLUMNS = ["target", "backup", "artifact", "size", "ratio", "duration", "sha256", "verified"]
+def span(value: float | None) -> str:
+    """Seconds as people write a duration: '3.0 s' under a minute, else '1h', '26h' -> '1d2h'
+    (human_duration), the form of `rto: 1h` in the config."""
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.1f} s"
+    return human_duration(timedelta(seconds=value))
+
+
+def quantity(value: Any, unit: str = "") -> str:
+    """A measured value with its unit, as people read it: '91.2 %', '0.42 s', '12', 'yes';
+    None -> '-'. Text values (e.g. 'NaN', a link state) are shown as they are."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        number = str(value)
+    elif isinstance(value, float) and math.isfinite(value):
+        if value.is_integer():
+            number = str(int(value))
+        elif abs(value) >= 1:
+            number = f"{value:.2f}".rstrip("0").rstrip(".")
+        else:
+            number = f"{value:.3g}"
+    else:
+        return str(value)
+    return f"{number} {unit}" if unit else number
+
+
+# What people look for first comes first: which backup, which artifact, is it verified.
+BACKUP_COLUMNS = [
+    "target",
+    "backup",
+    "artifact",
+    "verified",
+    "size",
+    "ratio",
+    "duration",
+    "sha256",
+    "error",
+]
 
 
 def backup_rows(
     records: list[Any], mark: Callable[[str, bool], str] = lambda t, ok: t
 ) -> list[list[str]]:
-    """One row per artifact of each backup (a backup without artifacts: one row saying why).
-    `mark(text, ok)` decorates the verified column (markdown bold, rich colours)."""
+    """One row per artifact of each backup (a backup without artifacts: one row with its
+    status), in BACKUP_COLUMNS order. `verified` says yes, no with the artifact's problem, or
+    the backup's status; `mark(text, ok)` decorates it (markdown bold, rich colours). The
+    backup's error has its own column, on the backup's first row only ("" when none)."""
     rows = []
     for record in records:
+        error = record.error or ""
         if not record.artifacts:
             rows.append(
                 [
                     record.target,
                     record.id,
                     "-",
+                    mark(record.status.value, False),
                     "-",
                     "-",
                     "-",
                     "-",
-                    mark(f"{record.status.value}: {record.error or ''}", False),
+                    error,
                 ]
             )
-        for a in record.artifacts:
+        for index, a in enumerate(record.artifacts):
             if a.verified_at:
                 verified = mark("yes", True)
             else:
@@ -63,11 +111,12 @@ def backup_rows(
                     record.target,
                     record.id,
                     a.name,
+                    verified,
                     human_bytes(a.bytes),
                     ratio(a.logical_bytes, a.bytes),
                     seconds(a.seconds),
                     a.sha256[:12],
-                    verified,
+                    "" if index else error,
                 ]
             )
     return rows

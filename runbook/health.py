@@ -1,6 +1,7 @@
 """Health check results and grading, shared by every check module, the flow and the catalog.
 
-Every check yields CheckResult(check, target, status, value, threshold, message, duration).
+Every check yields CheckResult(check, target, status, value, unit, threshold, message,
+duration); `display_value` is the value as people read it ("91.2 %", "0.42 s", "12").
 Statuses: ok < unknown < warn < critical for "how bad is the run" (unknown means Runbook could
 not tell, which is never ok). Grading a value against a Threshold is one function, `grade`.
 """
@@ -13,9 +14,10 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from runbook.config import Threshold
+from runbook.formatting import quantity
 
 
 class Status(enum.StrEnum):
@@ -33,13 +35,24 @@ class CheckResult(BaseModel):
     target: str  # the configured target's name
     status: Status
     value: float | int | str | bool | None = None
+    unit: str = ""  # of value: "%", "s", "ms", "h", "d", "GB"; "" for counts and ratios
     threshold: str | None = None  # human form, e.g. "warn > 80, critical > 95"
     message: str = ""
     duration: float = 0.0  # seconds
 
+    @field_validator("unit")
+    @classmethod
+    def _bare_unit(cls, unit: str) -> str:
+        return unit.strip()  # check modules pass " ms" to describe(): the text glue is ours
+
     @property
     def key(self) -> tuple[str, str]:
         return (self.check, self.target)
+
+    @property
+    def display_value(self) -> str:
+        """The value with its unit: '91.2 %', '0.42 s', '12', 'yes'; '-' when not measured."""
+        return quantity(self.value, self.unit)
 
 
 def worst(statuses: Iterable[Status]) -> Status:
@@ -91,6 +104,7 @@ def measured(
         target=target,
         status=grade(value, threshold),
         value=value,
+        unit=unit,
         threshold=describe(threshold, unit),
         message=message,
         duration=round(duration, 4),

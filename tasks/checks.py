@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from typing import Literal, get_args
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -23,18 +24,10 @@ from runbook.runtime import Runtime, open_runtime
 
 # What `--only` accepts, in report order. "backups" is the freshness of verified backups and
 # of passed DR drills.
-CHECK_KINDS = (
-    "http",
-    "postgres",
-    "redis",
-    "prometheus",
-    "kubernetes",
-    "docker",
-    "host",
-    "logs",
-    "backups",
-)
-LIGHT_KINDS = ("prometheus", "host")  # runbook 001's hourly metric checks
+CheckKind = Literal[
+    "http", "postgres", "redis", "prometheus", "kubernetes", "docker", "host", "logs", "backups"
+]
+CHECK_KINDS: tuple[str, ...] = get_args(CheckKind)
 
 
 def select_kinds(only: list[str] | None) -> list[str]:

@@ -87,6 +87,7 @@ def _check_engine(
         target=target.name,
         status=Status.OK,
         value=round(latency, 4),
+        unit="s",
         message=(
             f"Docker {version.get('Version', '?')} (API {version.get('ApiVersion', '?')}), "
             f"ping {latency * 1000:.0f} ms"

@@ -42,6 +42,7 @@ def check_backup_freshness(config: Config, catalog: Catalog, now: datetime) -> l
                 target=target.name,
                 status=status,
                 value=round(age.total_seconds() / 3600, 2),
+                unit="h",
                 threshold=threshold,
                 message=f"newest verified backup {latest.id} is {human_duration(age)} old",
             )
@@ -59,7 +60,10 @@ def check_drill_freshness(config: Config, catalog: Catalog, now: datetime) -> li
     for target in config.backup_targets():
         if not isinstance(target, PostgresTarget | RedisTarget):
             continue
-        history = [d for d in drills.list(target=target.name, limit=50) if d.status != "running"]
+        # running drills have no verdict yet; refused ones were the operator's mistake
+        history = [
+            d for d in drills.list(target=target.name, limit=50) if d.status in ("passed", "failed")
+        ]
         passed = next((d for d in history if d.passed), None)
         if history and not history[0].passed:
             status = Status.CRITICAL
@@ -79,6 +83,7 @@ def check_drill_freshness(config: Config, catalog: Catalog, now: datetime) -> li
                 target=target.name,
                 status=status,
                 value=value,
+                unit="d",
                 threshold=threshold,
                 message=message,
             )

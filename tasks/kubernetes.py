@@ -253,6 +253,7 @@ def _check_api(cluster: _Cluster, unreachable: Status) -> CheckResult:
         target=name,
         status=Status.OK,
         value=round(latency, 4),
+        unit="s",
         message=f"reachable, Kubernetes {info.get('gitVersion', '?')}, {latency * 1000:.0f} ms",
         duration=round(latency, 4),
     )

@@ -450,6 +450,7 @@ def check_postgres_health(
             target=target.name,
             status=Status.OK,
             value=round(latency * 1000, 2),
+            unit="ms",
             message=f"connected to {describe_dsn(dsn)} in {latency * 1000:.1f} ms "
             f"(PostgreSQL {conn.info.server_version // 10000})",
             duration=round(latency, 4),
@@ -506,6 +507,7 @@ def _run_probe(
             target=target.name,
             status=Status.OK,
             value=found.value,
+            unit=found.unit,
             message=found.message,
             duration=round(elapsed(), 4),
         )

@@ -630,6 +630,7 @@ def _result(target: RedisTarget, check: str, reading: _Reading, duration: float)
         target=target.name,
         status=status,
         value=value,
+        unit=reading.unit,
         threshold=describe(reading.threshold, reading.unit) if reading.threshold else None,
         message=reading.message,
         duration=round(duration, 4),

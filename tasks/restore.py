@@ -126,17 +126,8 @@ def pick_and_download(
     """Verify (reading from storage) and download the backup to restore."""
     started = time.monotonic()
     wanted = ["database"] if isinstance(target, PostgresTarget) else ["dump"]
-    if spec != "latest":
+    if spec != "latest":  # check_drill_request vetted the id
         record = catalog.get_backup(spec)
-        if record.target != target.name:
-            raise NotFoundError(
-                f"backup {spec} belongs to target {record.target!r}, not {target.name!r}"
-            )
-        if not record.committed:
-            raise NotFoundError(
-                f"backup {spec} is {record.status.value}: only stored or "
-                "verified backups can be drilled"
-            )
         report, files = _download(catalog, storage, record, workdir, wanted)
         manifest = read_manifest(storage, record.target, record.id) if report.ok else None
         return Picked(
@@ -498,6 +489,38 @@ def _sweep_unknown_databases(drills: DrillLog, admin: str) -> list[str]:
 # --- the drill -----------------------------------------------------------------------------
 
 
+def check_drill_request(catalog: Catalog, target: TargetConfig, backup: str) -> None:
+    """Refuse what the operator got wrong before anything is recorded: a backup id that does
+    not exist, belongs to another target or was never committed; a drill server that is the
+    source database. Raises NotFoundError or DrillRefused (exit 2, no drill row)."""
+    if not isinstance(target, PostgresTarget | RedisTarget):
+        raise RunbookError(
+            f"target {target.name!r} is a files target: drills restore PostgreSQL and Redis backups"
+        )
+    if backup != "latest":
+        record = catalog.get_backup(backup)
+        if record.target != target.name:
+            raise NotFoundError(
+                f"backup {backup} belongs to target {record.target!r}, not {target.name!r}"
+            )
+        if not record.committed:
+            raise NotFoundError(
+                f"backup {backup} is {record.status.value}: only stored or "
+                "verified backups can be drilled"
+            )
+    if (
+        isinstance(target, PostgresTarget)
+        and target.drill.dsn is not None
+        and describe_dsn(target.drill.dsn.get_secret_value())
+        == describe_dsn(target.dsn.get_secret_value())
+    ):
+        raise DrillRefused(
+            f"target {target.name}: drill.dsn is the source database itself; a drill never "
+            "restores into the source: point drill.dsn at another database or server, or use "
+            "{server: embedded}"
+        )
+
+
 def run_drill(
     config: Config,
     catalog: Catalog,
@@ -511,10 +534,7 @@ def run_drill(
     on_step: Callable[[str], None] | None = None,
 ) -> DrillRecord:
     """One DR drill of one target, recorded in the catalog (see the module docstring)."""
-    if not isinstance(target, PostgresTarget | RedisTarget):
-        raise RunbookError(
-            f"target {target.name!r} is a files target: drills restore PostgreSQL and Redis backups"
-        )
+    check_drill_request(catalog, target, backup)  # an operator's mistake is never a drill
     drills = DrillLog(catalog)
     started_at = utcnow()
     drill_id = f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{os.urandom(3).hex()}"
@@ -570,17 +590,6 @@ def _drill(
     error: str | None = None
     outcome = "interrupted"  # until the steps finish: cancelled or killed runs still clean up
     try:
-        if (
-            isinstance(target, PostgresTarget)
-            and target.drill.dsn is not None
-            and describe_dsn(target.drill.dsn.get_secret_value())
-            == describe_dsn(target.dsn.get_secret_value())
-        ):
-            raise DrillRefused(
-                f"target {target.name}: drill.dsn is the source database itself; a drill never "
-                "restores into the source: point drill.dsn at another database or server, or use "
-                "{server: embedded}"
-            )
         # 2. pick, verify and download
         picked = pick_and_download(catalog, storage, target, backup, workdir)
         timings["download"] = round(picked.seconds, 3)
@@ -661,7 +670,7 @@ def _drill(
         outcome = "done"
     except _DrillFailed:
         outcome = "done"
-    except RunbookError as exc:  # the operator's mistake: recorded, then raised (exit 2)
+    except RunbookError as exc:  # a mistake found late (drill server is the source): refused
         error, outcome = str(exc), "refused"
         raise
     except Exception as exc:  # noqa: BLE001 - a failed drill is a result, not a crash
@@ -680,7 +689,7 @@ def _drill(
             timings["cleanup"] = round(time.monotonic() - cleanup_started, 3)
             record = drills.update(
                 drill_id,
-                status="passed" if passed else "failed",
+                status="passed" if passed else "refused" if outcome == "refused" else "failed",
                 finished_at=utcnow(),
                 error=error,
                 checks=[c.model_dump() for c in checks],
@@ -691,6 +700,10 @@ def _drill(
             )
     if keep:
         step(f"kept for forensics: {kept_where}")
+    passed_checks = sum(1 for c in record.checks if c.ok)
+    step(
+        f"drill {record.status}: {passed_checks} of {len(record.checks)} checks passed"
+    )
     return record
 
 
@@ -704,10 +717,11 @@ def _objective(name: str, measured: float, goal: timedelta | None, detail: str) 
         return DrillCheckRecord(name=name, ok=True, detail=f"{figure} ({detail}); no target set")
     ok = measured <= goal.total_seconds()
     verdict = "within" if ok else "MISSED"
+    target = (
+        human_duration(goal) if goal >= timedelta(seconds=1) else f"{goal.total_seconds():g}s"
+    )  # as configured: 1h, 15m
     return DrillCheckRecord(
-        name=name,
-        ok=ok,
-        detail=f"{figure} {verdict} target {goal.total_seconds():.0f}s ({detail})",
+        name=name, ok=ok, detail=f"{figure} {verdict} target {target} ({detail})"
     )
 
 
@@ -765,7 +779,8 @@ def _restore_postgres(
     checks += [DrillCheckRecord(name=c.name, ok=c.ok, detail=c.detail) for c in result.checks]
     failed = [c.name for c in result.checks if not c.ok]
     step(
-        f"validation: {len(result.checks) - len(failed)}/{len(result.checks)} checks passed"
+        f"validation: {len(result.checks) - len(failed)} of {len(result.checks)} validation "
+        "checks passed"
         + (f"; failed: {', '.join(failed[:5])}" if failed else "")
         + (f"; Data Docs: {result.data_docs}" if result.data_docs else "")
     )

@@ -14,7 +14,12 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "runbook")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-pytest_plugins = ["tests.support.s3", "tests.support.pg", "tests.support.config"]
+pytest_plugins = [
+    "tests.support.s3",
+    "tests.support.pg",
+    "tests.support.config",
+    "tests.support.prefect_server",
+]
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from flows.backup import backup
 from flows.retention import retention
 from flows.verify_backups import verify_backups
 from runbook.catalog import BackupStatus, utcnow
+from runbook.errors import RunFailed
 from runbook.runtime import open_runtime
 from tests.support.artifacts import artifact_markdown
 from tests.support.cli import cli
@@ -27,13 +28,13 @@ def test_backup_flow_end_to_end(pg15, make_database, write_config, tmp_path):
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / "app.conf").write_text("x = 1\n")
-    config = write_config(
+    write_config(
         {
             "postgres": [{"name": "app", "dsn": make_database(pg15), "schemas": ["shop"]}],
             "files": [{"name": "config", "paths": ["etc"]}],
         }
     )
-    state = backup(config_path=str(config), return_state=True)
+    state = backup(return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary.ok
@@ -139,12 +140,12 @@ def test_storage_500s_are_retried_then_verified(
         "access_key_id": "testing",
         "secret_access_key": "testing",
     }
-    config = write_config(
+    write_config(
         {"postgres": [{"name": "app", "dsn": make_database(pg15)}]},
         storage=storage,
         backup={"retries": 3, "retry_delay": "0.1s"},
     )
-    state = backup(config_path=str(config), return_state=True)
+    state = backup(return_state=True)
     assert state.is_completed(), state.message
     record = state.result().backups[0]
     assert record.status == BackupStatus.VERIFIED
@@ -167,10 +168,10 @@ def test_wrong_password_fails_once_and_never_leaks(pg18, write_config, capfd):
             backup={"retries": 3, "retry_delay": "0.1s"},
         )
         started = time.monotonic()
-        state = backup(config_path=str(config), return_state=True)
+        state = backup(return_state=True)
         assert state.is_failed()
         assert time.monotonic() - started < 30
-        record = state.result(raise_on_failure=False).backups[0]
+        record = RunFailed.summary_of(state.result(raise_on_failure=False)).backups[0]
         assert record.status == BackupStatus.FAILED
         assert record.attempts == 1  # not retried
         assert "password authentication failed" in record.error
@@ -194,14 +195,14 @@ def test_two_backup_flows_of_one_target_one_reports_locked(pg15, make_database, 
     import psycopg
 
     dsn = make_database(pg15)
-    config = write_config(
+    write_config(
         {"postgres": [{"name": "app", "dsn": dsn}]},
         backup={"lock_timeout": "1s", "table_lock_timeout": "60s"},
     )
     states = []
 
     def run() -> None:
-        states.append(backup(config_path=str(config), return_state=True))
+        states.append(backup(return_state=True))
 
     def dumps() -> int:
         return sum(1 for c in psutil.Process().children(recursive=True) if c.name() == "pg_dump")
@@ -230,9 +231,8 @@ def test_two_backup_flows_of_one_target_one_reports_locked(pg15, make_database, 
     first.join(120)
 
     assert most <= 1  # never two dumps of one target at once
-    records = sorted(
-        (s.result(raise_on_failure=False).backups[0] for s in states), key=lambda r: r.status.value
-    )
+    summaries = [RunFailed.summary_of(s.result(raise_on_failure=False)) for s in states]
+    records = sorted((s.backups[0] for s in summaries), key=lambda r: r.status.value)
     assert [r.status for r in records] == [BackupStatus.LOCKED, BackupStatus.VERIFIED]
     locked = records[0]
     assert "another backup of target 'app' is running" in locked.error
@@ -305,7 +305,7 @@ def test_retention_flow_plans_then_applies(write_config, tmp_path):
         add(f"fail{day:02d}", day - 0.5, BackupStatus.FAILED, False)
     runtime.storage.put_bytes("f/orphan-new/files.tar.zst", b"partial")  # a crashed run, fresh
 
-    dry = retention(dry_run=True, config_path=str(config))
+    dry = retention(dry_run=True)
     plan = {d.id: d for d in dry.decisions}
     assert plan["m1"].action == "keep" and "newest verified" in plan["m1"].reasons
     assert plan["m2"].action == "keep" and plan["m3"].action == "delete"
@@ -313,7 +313,7 @@ def test_retention_flow_plans_then_applies(write_config, tmp_path):
     assert runtime.storage.exists(artifact_key("f", "m3", "files", "tar"))  # dry run
     assert dry.garbage["orphans_kept"] == ["orphan-new"]
 
-    applied = retention(dry_run=False, config_path=str(config))
+    applied = retention(dry_run=False)
     assert set(applied.deleted) == {"m3"} | {f"fail{d:02d}" for d in range(2, 31)}
     assert not runtime.storage.exists(artifact_key("f", "m3", "files", "tar"))
     assert runtime.catalog.get_backup("m3").status == BackupStatus.DELETED
@@ -324,13 +324,13 @@ def test_retention_flow_plans_then_applies(write_config, tmp_path):
 
     # A committed folder the catalog forgot is imported (storage wins), not deleted.
     runtime.catalog.update_backup("m2", status=BackupStatus.DELETED)
-    again = retention(dry_run=False, config_path=str(config))
+    again = retention(dry_run=False)
     assert again.garbage["orphans_imported"] == ["m2"]
     assert runtime.catalog.get_backup("m2").status == BackupStatus.STORED
 
 
 def test_verify_flow_of_latest_backups(pg15, make_database, write_config):
-    config = write_config(
+    write_config(
         {
             "postgres": [
                 {"name": "a", "dsn": make_database(pg15)},
@@ -338,7 +338,7 @@ def test_verify_flow_of_latest_backups(pg15, make_database, write_config):
             ]
         }
     )
-    assert backup(config_path=str(config)).ok
-    summary = verify_backups(config_path=str(config))
+    assert backup().ok
+    summary = verify_backups()
     assert summary.ok and sorted(r.target for r in summary.reports) == ["a", "b"]
     assert "2 of 2 backups match" in artifact_markdown("verification-report")

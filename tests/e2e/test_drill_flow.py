@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 def test_runbook_drill_json_list_and_exit_codes(pg15, make_database, write_config):
     dsn = make_database(pg15)
     config = write_config({"postgres": [{"name": "app", "dsn": dsn, "rto": "30m", "rpo": "1h"}]})
-    assert backup(config_path=str(config)).ok
+    assert backup().ok
 
     code, out, _ = cli("drill", "--target", "app", "--config", str(config), "--json")
     assert code == 0, out

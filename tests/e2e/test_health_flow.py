@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from flows.daily_health import daily_health
 from runbook.catalog import HealthHistory
 from runbook.cli import app
+from runbook.errors import RunFailed
 from runbook.health import Status
 from runbook.runtime import open_runtime
 from tests.support.artifacts import artifact_markdown
@@ -105,10 +106,10 @@ def test_health_runs_notifies_once_keeps_history_and_recovers(
     )
 
     started = time.monotonic()
-    first = daily_health(config_path=str(config), return_state=True)
+    first = daily_health(return_state=True)
     elapsed = time.monotonic() - started
     assert first.is_failed()  # something is critical
-    report = first.result(raise_on_failure=False)
+    report = RunFailed.summary_of(first.result(raise_on_failure=False))
     by_key = {(c.check, c.target): c for c in report.checks}
     assert elapsed < 60  # the hung endpoint could not stall the run
     assert by_key[("http.status", "hung")].status == Status.CRITICAL
@@ -140,16 +141,16 @@ def test_health_runs_notifies_once_keeps_history_and_recovers(
     # The log file grows: the next run counts exactly the new error lines.
     with log.open("a") as handle:
         handle.write("ERROR db timeout\nINFO ok\nFATAL out of memory\n")
-    second = daily_health(config_path=str(config), return_state=True)
-    report2 = second.result(raise_on_failure=False)
+    second = daily_health(return_state=True)
+    report2 = RunFailed.summary_of(second.result(raise_on_failure=False))
     errors = next(c for c in report2.checks if c.check == "logs.errors")
     assert errors.value == 2 and errors.status == Status.WARN
     assert len(receiver.posts) == 1  # still failing: no repeated critical alerts
 
     # The endpoint recovers: reported once.
     receiver.healthy = True
-    daily_health(config_path=str(config), return_state=True)
-    daily_health(config_path=str(config), return_state=True)
+    daily_health(return_state=True)
+    daily_health(return_state=True)
     recoveries = [p["text"] for p in receiver.posts if "Recovered" in p["text"]]
     assert len(recoveries) == 1 and "`http.status` on *broken*" in recoveries[0]
 

@@ -14,7 +14,8 @@ import time
 import psycopg
 import pytest
 
-from runbook.catalog import BackupStatus, DrillLog
+from runbook.catalog import BackupStatus, DrillLog, utcnow
+from runbook.errors import NotFoundError
 from runbook.manifest import new_backup_id
 from runbook.runtime import open_runtime
 from tasks.backup import run_backup
@@ -64,10 +65,13 @@ def test_pg15_backup_drilled_on_embedded_pg18_passes(pg15, make_database, write_
     runtime = open_runtime(config)
     backup_id = take_backup(runtime, "app")
     folders_before = {p for p in os.listdir("/tmp") if p.startswith("runbook-drill-app-")}
+    steps: list[str] = []
 
-    record = drill(runtime, "app")
+    record = drill(runtime, "app", on_step=steps.append)
 
     assert record.passed, [c for c in record.checks if not c.ok]
+    # The log's last word counts what the report lists, not only the validation checks.
+    assert steps[-1] == f"drill passed: {len(record.checks)} of {len(record.checks)} checks passed"
     assert record.backup_id == backup_id and record.fell_back_from is None
     assert check(record, "rows shop.orders").ok
     assert "3000" in check(record, "rows shop.orders").detail
@@ -237,14 +241,38 @@ def test_a_plan_pointing_at_the_source_database_is_refused(pg15, make_database, 
     take_backup(runtime, "app")
     with pytest.raises(DrillRefused, match="source database"):
         drill(runtime, "app")
-    assert DrillLog(runtime.catalog).list(target="app")[0].status == "failed"
+    assert DrillLog(runtime.catalog).list(target="app") == []  # refused before anything ran
 
-    # The same server under another spelling (host name vs address): caught by identity.
+    # The same server under another spelling (host name vs address): caught by identity once
+    # connected, and recorded as refused, which is no drill result (freshness ignores it).
     other = dsn.replace("127.0.0.1", "localhost")
     config = write_config({"postgres": [{"name": "app", "dsn": dsn, "drill": {"dsn": other}}]})
     runtime = open_runtime(config)
     with pytest.raises(DrillRefused, match="source"):
         drill(runtime, "app")
+    assert [d.status for d in DrillLog(runtime.catalog).list(target="app")] == ["refused"]
+    from tasks.freshness import check_drill_freshness
+
+    (age,) = check_drill_freshness(runtime.config, runtime.catalog, utcnow())
+    assert age.status.value == "warn" and "no DR drill has passed yet" in age.message
+
+
+def test_an_unknown_or_foreign_backup_id_is_refused_and_records_nothing(
+    pg15, make_database, write_config
+):
+    config = write_config(
+        {
+            "postgres": [{"name": "app", "dsn": make_database(pg15)}],
+            "files": [{"name": "etc", "paths": ["."]}],
+        }
+    )
+    runtime = open_runtime(config)
+    other = take_backup(runtime, "etc")
+    with pytest.raises(NotFoundError, match="no-such-id"):
+        drill(runtime, "app", backup="no-such-id")
+    with pytest.raises(NotFoundError, match="belongs to target 'etc'"):
+        drill(runtime, "app", backup=other)
+    assert DrillLog(runtime.catalog).list() == []
 
 
 def test_keep_on_failure_keeps_the_scratch_database(pg15, make_database, write_config):

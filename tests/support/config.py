@@ -11,9 +11,10 @@ import yaml
 
 
 @pytest.fixture
-def write_config(tmp_path: Path) -> Callable[..., Path]:
+def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
     """write_config(targets={...}, **sections) -> path of a runbook.yaml in tmp_path with
-    local storage, a SQLite catalog and fast retries unless overridden."""
+    local storage, a SQLite catalog and fast retries unless overridden. The file written last
+    is $RUNBOOK_CONFIG, where flows read their config (as on a worker)."""
 
     def write(targets: dict[str, Any] | None = None, **sections: Any) -> Path:
         data: dict[str, Any] = {
@@ -29,6 +30,7 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         data["targets"] = targets or {}
         path = tmp_path / "runbook.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
+        monkeypatch.setenv("RUNBOOK_CONFIG", str(path))
         return path
 
     return write

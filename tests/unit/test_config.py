@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -156,3 +157,52 @@ def test_s3_settings_and_unknown_target_lookup():
     assert "SK" not in repr(config.storage)
     with pytest.raises(NotFoundError, match="unknown backup target 'nope' \\(backup targets: f\\)"):
         config.target("nope")
+
+
+def test_backup_schedules_group_targets_and_are_validated():
+    config = parse_config(
+        """
+backup: {schedules: {hourly: "0 * * * *"}}
+targets:
+  postgres: [{name: app, dsn: "postgresql://u@h/db", schedule: hourly}]
+  redis: [{name: cache, url: "redis://h:6379/0"}]
+  files: [{name: etc, paths: [.], schedule: hourly}]
+"""
+    )
+    assert [t.name for t in config.select_targets(None, schedule="hourly")] == ["app", "etc"]
+    assert [t.name for t in config.select_targets(None, schedule="nightly")] == ["cache"]
+    assert [t.name for t in config.select_targets(["cache"], schedule="hourly")] == ["cache"]
+    with pytest.raises(NotFoundError, match="unknown backup schedule 'weekly'"):
+        config.select_targets(None, schedule="weekly")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            'backup: {schedules: {hourly: "0 * * *"}}',
+            "backup.schedules: hourly: '0 * * *' is not a cron expression",
+        ),
+        (
+            'backup: {schedules: {nightly: "0 1 * * *"}}',
+            "'nightly' is prefect.yaml's backup-nightly deployment",
+        ),
+        (
+            "targets: {files: [{name: f, paths: [.], schedule: weekly}]}",
+            "targets.files[0].schedule: unknown schedule 'weekly'",
+        ),
+    ],
+)
+def test_schedule_mistakes_name_the_field(text, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        parse_config(text)
+
+
+def test_unset_variables_can_be_collected_instead_of_failing(monkeypatch):
+    monkeypatch.delenv("NOT_SET_PW", raising=False)
+    text = 'targets: {postgres: [{name: app, dsn: "postgresql://u:${NOT_SET_PW}@h/db"}]}'
+    with pytest.raises(ConfigError, match="NOT_SET_PW is not set"):
+        parse_config(text)
+    unset: list[str] = []
+    config = parse_config(text, unset=unset)
+    assert unset == ["NOT_SET_PW"] and config.targets.postgres[0].name == "app"

@@ -36,8 +36,33 @@ def test_serve_builds_every_deployment_with_its_schedules(tmp_path, monkeypatch)
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
     assert nightly.schedules[0].schedule.timezone == "Europe/Berlin"  # from runbook.yaml
     assert [s.schedule.cron for s in built["health-daily"].schedules] == ["0 6 * * *"]
-    assert built["health-hourly"].parameters["only"] == ["prometheus", "host"]
+    assert built["health-hourly"].parameters["only"] == [
+        "http", "postgres", "redis", "prometheus", "kubernetes", "docker", "host"
+    ]
     monthly = built["drill-monthly"].schedules[0].schedule
     assert "BYDAY=1SU" in monthly.rrule and monthly.timezone == "Europe/Berlin"
     assert built["backup-on-demand"].schedules == []
     assert built["retention-daily"].parameters["dry_run"] is False
+
+
+def test_serve_adds_a_backup_deployment_per_schedule_with_the_config_names(tmp_path, monkeypatch):
+    monkeypatch.delenv("RUNBOOK_TIMEZONE", raising=False)
+    config = tmp_path / "runbook.yaml"
+    config.write_text(
+        "timezone: America/New_York\n"
+        'backup: {schedules: {hourly: "15 * * * *"}}\n'
+        "targets:\n"
+        "  postgres: [{name: app, dsn: 'postgresql://u@h/db', schedule: hourly}]\n"
+        "  files: [{name: etc, paths: [.]}]\n"
+    )
+    built = {d.name: d for d in build_deployments(config_path=str(config))}
+    hourly = built["backup-hourly"]
+    assert [s.schedule.cron for s in hourly.schedules] == ["15 * * * *"]
+    assert hourly.schedules[0].schedule.timezone == "America/New_York"
+    assert hourly.parameters["schedule"] == "hourly"
+    assert "app" in hourly.description
+    form = built["backup-on-demand"]._parameter_openapi_schema.properties
+    assert form["targets"]["items"]["enum"] == ["app", "etc"]
+    assert "config_path" not in form
+    drill_form = built["drill-on-demand"]._parameter_openapi_schema.properties
+    assert drill_form["targets"]["items"]["enum"] == ["app"]

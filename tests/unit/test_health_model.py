@@ -88,3 +88,23 @@ def test_escalation_notifies_again_and_unnotified_recovery_is_silent():
         "recovered",
     ]
     assert run([Status.WARN, Status.OK]) == [None, None]
+
+
+def test_a_health_run_logs_one_line_with_its_verdict_and_failing_checks():
+    from flows.daily_health import HealthReport, summary_line
+
+    checks = [
+        CheckResult(check="http.status", target="api", status=Status.OK),
+        CheckResult(check="host.disk[/]", target="box", status=Status.WARN, value=91.0),
+        CheckResult(check="redis.ping", target="cache", status=Status.CRITICAL),
+        CheckResult(check="logs.errors", target="app", status=Status.UNKNOWN),
+    ]
+    report = HealthReport(
+        run_id="r", status=Status.CRITICAL, severity="P2", checks=checks, events=[]
+    )
+    assert summary_line(report) == (
+        "health critical (P2): 4 checks, 1 critical, 1 warn, 1 unknown, 1 ok; failing: "
+        "critical redis.ping on cache, warn host.disk[/] on box, unknown logs.errors on app"
+    )
+    calm = HealthReport(run_id="r", status=Status.OK, severity=None, checks=checks[:1], events=[])
+    assert summary_line(calm) == "health ok: 1 checks, 0 critical, 0 warn, 0 unknown, 1 ok"

@@ -48,9 +48,9 @@ def usage_at(percent: float, mount: str = "/data") -> MountUsage:
         (10, Status.OK),
         (85, Status.OK),  # the runbook's "disk > 85 %": 85 itself is not an alert
         (85.5, Status.WARN),
-        (90, Status.WARN),
-        (95, Status.WARN),
-        (97, Status.CRITICAL),
+        (90, Status.WARN),  # runbook 004's DiskSpaceLow: critical under 10 % free
+        (90.5, Status.CRITICAL),
+        (95, Status.CRITICAL),
         (100, Status.CRITICAL),
     ],
 )
@@ -60,7 +60,7 @@ def test_disk_is_graded_on_df_percentage(percent, status):
     assert result.target == "web-1"
     assert result.value == pytest.approx(percent, abs=0.01)
     assert result.status == status
-    assert result.threshold == "warn > 85%, critical > 95%"
+    assert result.threshold == "warn > 85%, critical > 90%"
 
 
 def test_disk_percentage_leaves_out_the_root_reserve_like_df():

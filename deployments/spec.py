@@ -1,0 +1,164 @@
+"""The deployments Runbook declares: prefect.yaml's, plus one backup deployment per schedule
+of runbook.yaml's `backup.schedules`; and the parameter forms the Prefect UI shows for them.
+
+Used by `runbook deploy` (which hands the merged list to `prefect deploy --all`) and by
+`python -m deployments.serve`, so both register the same deployments.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFECT_YAML = ROOT / "prefect.yaml"
+TIMEZONE_PLACEHOLDER = "{{ $RUNBOOK_TIMEZONE }}"
+NIGHTLY = "backup-nightly"  # the deployment that backs up targets with `schedule: nightly`
+
+
+def load_flow(entrypoint: str) -> Any:
+    path, name = entrypoint.split(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    return getattr(module, name)
+
+
+def load_prefect_yaml(prefect_yaml: Path = PREFECT_YAML) -> dict[str, Any]:
+    return yaml.safe_load(prefect_yaml.read_text())
+
+
+def declared_deployments(
+    prefect_yaml: Path = PREFECT_YAML, config: Any | None = None
+) -> list[dict[str, Any]]:
+    """prefect.yaml's deployments, plus `backup-<name>` for each of the config's
+    backup.schedules (a copy of backup-nightly with that cron and `schedule: <name>`)."""
+    deployments = load_prefect_yaml(prefect_yaml)["deployments"]
+    if config is None or not config.backup.schedules:
+        return deployments
+    nightly = next(d for d in deployments if d["name"] == NIGHTLY)
+    extra = []
+    for name, cron in config.backup.schedules.items():
+        spec = copy.deepcopy(nightly)
+        members = [t.name for t in config.backup_targets() if t.schedule == name]
+        spec.update(
+            name=f"backup-{name}",
+            description=f"Backups of the targets with `schedule: {name}` in runbook.yaml "
+            f"({', '.join(members) or 'none yet'}), verified by reading them back.",
+            parameters={**nightly.get("parameters", {}), "schedule": name},
+            schedules=[{"cron": cron, "timezone": TIMEZONE_PLACEHOLDER}],
+        )
+        extra.append(spec)
+    return [*deployments, *extra]
+
+
+def merged_prefect_yaml(config: Any, prefect_yaml: Path = PREFECT_YAML) -> dict[str, Any]:
+    """prefect.yaml with the config's extra deployments, for `prefect deploy --prefect-file`."""
+    data = load_prefect_yaml(prefect_yaml)
+    data["deployments"] = declared_deployments(prefect_yaml, config)
+    return data
+
+
+def schedule_timezone(declared: str | None, config: Any | None = None) -> str:
+    """prefect.yaml says "{{ $RUNBOOK_TIMEZONE }}": $RUNBOOK_TIMEZONE, else runbook.yaml's."""
+    if declared and declared != TIMEZONE_PLACEHOLDER:
+        return declared
+    if os.environ.get("RUNBOOK_TIMEZONE"):
+        return os.environ["RUNBOOK_TIMEZONE"]
+    if config is None:
+        from runbook.config import load_config
+
+        config = load_config()
+    return config.timezone
+
+
+def parameter_choices(flow_name: str, config: Any) -> dict[str, list[str]]:
+    """The valid values of a flow's name parameters in this config, for the UI's pickers."""
+    from runbook.config import DEFAULT_SCHEDULE, PostgresTarget, RedisTarget
+
+    backup_targets = [t.name for t in config.backup_targets()]
+    if flow_name == "dr-drill":
+        drillable = [
+            t.name for t in config.backup_targets() if isinstance(t, PostgresTarget | RedisTarget)
+        ]
+        return {"targets": drillable}
+    if flow_name == "backup":
+        return {
+            "targets": backup_targets,
+            "schedule": ["", DEFAULT_SCHEDULE, *config.backup.schedules],
+        }
+    if flow_name in ("verify-backups", "retention"):
+        return {"targets": backup_targets}
+    return {}
+
+
+def parameter_schema(flow: Any, config: Any) -> dict[str, Any]:
+    """The flow's parameter schema (types, defaults, the docstring's descriptions) with the
+    config's valid names as choices: a list of targets becomes a multi-select of target
+    names, a schedule a drop-down."""
+    from prefect.utilities.callables import parameter_schema as prefect_schema
+
+    schema = prefect_schema(flow).model_dump()
+    for name, choices in parameter_choices(flow.name, config).items():
+        prop = schema["properties"].get(name)
+        if prop is None or not choices:
+            continue
+        if prop.get("type") == "array":
+            prop["items"] = {**prop.get("items", {}), "enum": choices}
+        elif prop.get("type") == "string":
+            prop["enum"] = choices
+    return schema
+
+
+def backup_cron(schedule: str, config: Any, prefect_yaml: Path = PREFECT_YAML) -> str | None:
+    """The cron expression a backup schedule runs on: backup-nightly's from prefect.yaml, or
+    the config's backup.schedules entry."""
+    if schedule in config.backup.schedules:
+        return config.backup.schedules[schedule]
+    nightly = next(
+        (d for d in load_prefect_yaml(prefect_yaml)["deployments"] if d["name"] == NIGHTLY), None
+    )
+    crons = [s["cron"] for s in (nightly or {}).get("schedules", []) if s.get("cron")]
+    return crons[0] if crons else None
+
+
+def longest_gap(cron: str, fires: int = 500) -> Any:
+    """The longest wall-clock time between two runs of a cron expression (DST aside)."""
+    from datetime import datetime
+
+    from cronsim import CronSim
+
+    times = CronSim(cron, datetime(2026, 1, 1))  # naive: wall-clock, a whole cycle of weekdays
+    previous = next(times)
+    gap = None
+    for _ in range(fires):
+        current = next(times)
+        gap = current - previous if gap is None else max(gap, current - previous)
+        previous = current
+    return gap
+
+
+def rpo_warnings(config: Any, prefect_yaml: Path = PREFECT_YAML) -> list[str]:
+    """Targets whose backup schedule cannot meet their RPO (or health.backup_max_age): their
+    backup.age check would warn every day. Said by check-config and runbook deploy."""
+    from runbook.formatting import human_duration
+
+    warnings = []
+    for target in config.backup_targets():
+        cron = backup_cron(target.schedule, config, prefect_yaml)
+        if cron is None:
+            continue
+        limit = target.rpo or config.health.backup_max_age
+        gap = longest_gap(cron)
+        if gap > limit:
+            what = "rpo" if target.rpo else "health.backup_max_age"
+            warnings.append(
+                f"target {target.name}: backed up every {human_duration(gap)} (schedule "
+                f"{target.schedule}: {cron}) but its {what} is {human_duration(limit)}: its "
+                "backup.age check will warn; put it on a schedule at least that frequent "
+                "(backup.schedules)"
+            )
+    return warnings
