@@ -34,7 +34,7 @@ def _log(message: str) -> None:
 
 
 def _plain_restore(archive: Path) -> float:
-    from tasks.postgres import pick_binary
+    from runbook.systems.pg_tools import pick_binary
 
     binary = pick_binary("pg_restore", 15)
     name = "runbook_bench_plain_restore"
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> str:
     from runbook.config import parse_config
     from runbook.manifest import new_backup_id
     from runbook.runtime import runtime_for
-    from tasks.backup import run_backup
-    from tasks.restore import run_drill
+    from tasks.backups.dump import run_backup
+    from tasks.drills.drill import run_drill
 
     facts = ensure_dataset()
     shutil.rmtree(WORK, ignore_errors=True)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> str:
     outcome = run_backup(
         config, config.target("bench"), runtime.catalog, runtime.storage, backup_id
     )
-    from tasks.integrity import verify_backup
+    from tasks.backups.verify import verify_backup
 
     assert verify_backup(runtime.catalog, runtime.storage, backup_id).ok
     artifact = outcome.manifest.artifacts[0]

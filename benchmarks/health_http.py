@@ -20,7 +20,7 @@ from collections import Counter
 
 from runbook.config import HttpExpect, HttpTarget
 from runbook.errors import RunFailed
-from tasks.http import check_http
+from tasks.health.http import check_http
 
 TARGET_SECONDS = 5.0
 

@@ -108,8 +108,8 @@ def child(case: str, dsn: str, out_dir: Path, level: int, threads: int) -> None:
     from runbook.config import parse_config
     from runbook.manifest import new_backup_id
     from runbook.runtime import runtime_for
-    from tasks.backup import run_backup
-    from tasks.integrity import verify_backup
+    from tasks.backups.dump import run_backup
+    from tasks.backups.verify import verify_backup
 
     import_seconds = time.perf_counter() - imported
     source = out_dir / "runbook.yaml"

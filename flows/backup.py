@@ -11,17 +11,17 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 from pydantic import BaseModel
 
 from runbook.catalog import BackupRecord, BackupStatus
 from runbook.errors import RunFailed
 from runbook.manifest import new_backup_id
+from runbook.retry import retry_options
 from runbook.runtime import open_runtime
-from tasks.backup import backup_target
-from tasks.integrity import verify_backup_task
-from tasks.report import backup_report_markdown, publish_markdown
-from tasks.retry import retry_options
+from tasks.backups.report import backup_report_markdown
+from tasks.backups.tasks import backup_target, verify_backup_task
 
 
 class BackupRunSummary(BaseModel):
@@ -67,7 +67,11 @@ def backup(
     records = [runtime.catalog.get_backup(backup_id) for backup_id in backup_ids]
     wanted = BackupStatus.VERIFIED if verify else BackupStatus.STORED
     summary = BackupRunSummary(ok=all(r.status == wanted for r in records), backups=records)
-    publish_markdown("backup-report", backup_report_markdown(records), "Backups of this run")
+    create_markdown_artifact(
+        markdown=backup_report_markdown(records),
+        key="backup-report",
+        description="Backups of this run",
+    )
     if not summary.ok:
         bad = [f"{r.target}: {r.status.value}" for r in records if r.status != wanted]
         message = f"{len(bad)} backup(s) not {wanted.value}: {', '.join(bad)}"

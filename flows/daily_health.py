@@ -18,6 +18,7 @@ import secrets
 import socket
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -27,14 +28,10 @@ from runbook.catalog import HealthHistory, utcnow
 from runbook.errors import RunFailed
 from runbook.health import RANK, CheckResult, Status, severity, worst
 from runbook.runtime import open_runtime
-from tasks.checks import CheckKind, check_plan, record_results, run_check, select_kinds
-from tasks.notify import metrics_text, notify_webhook, push_health_metrics, webhook_message
-from tasks.report import (
-    health_report_markdown,
-    health_table_rows,
-    publish_markdown,
-    publish_table,
-)
+from tasks.health.notify import metrics_text, webhook_message
+from tasks.health.registry import CheckKind, check_plan, select_kinds
+from tasks.health.report import health_report_markdown, health_table_rows
+from tasks.health.tasks import notify_webhook, push_health_metrics, record_results, run_check
 
 
 class HealthReport(BaseModel):
@@ -83,8 +80,14 @@ def daily_health(only: list[CheckKind] = []) -> HealthReport:  # noqa: B006 - Pr
     report = HealthReport(
         run_id=run_id, status=status, severity=level, checks=results, events=events
     )
-    publish_markdown("health-report", health_report_markdown(report), "Latest health run")
-    publish_table("health-checks", health_table_rows(results), "Latest health checks")
+    create_markdown_artifact(
+        markdown=health_report_markdown(report),
+        key="health-report",
+        description="Latest health run",
+    )
+    create_table_artifact(
+        table=health_table_rows(results), key="health-checks", description="Latest health checks"
+    )
 
     notifications = runtime.config.notifications
     if notifications.webhook is not None:

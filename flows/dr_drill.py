@@ -3,7 +3,7 @@
 1. Choose the targets (the ones given, or every PostgreSQL and Redis target) and refuse an
    operator's mistake (unknown target or backup id, a drill server that is the source)
    before anything is recorded.
-2. Drill each (tasks/restore.py): sweep leftovers of dead drills, verify and download the
+2. Drill each (tasks/drills/): sweep leftovers of dead drills, verify and download the
    backup (falling back past a corrupt `latest`), restore into a scratch database on the
    drill server, validate (Great Expectations, SQL checks, pg_amcheck), compare RTO and RPO
    with the targets, clean up.
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 from pydantic import BaseModel
 
@@ -21,8 +22,9 @@ from runbook.catalog import DrillLog, DrillRecord, utcnow
 from runbook.config import PostgresTarget, RedisTarget, TargetConfig
 from runbook.errors import RunbookError, RunFailed
 from runbook.runtime import Runtime, open_runtime
-from tasks.report import drill_report_markdown, publish_markdown
-from tasks.restore import check_drill_request, drill_target
+from tasks.drills.drill import check_drill_request
+from tasks.drills.report import drill_report_markdown
+from tasks.drills.tasks import drill_target
 
 
 class DrillRunSummary(BaseModel):
@@ -67,7 +69,9 @@ def dr_drill(
         else:
             raise result
     summary = DrillRunSummary(ok=all(d.passed for d in drills), drills=drills)
-    publish_markdown("drill-report", drill_report_markdown(drills), "DR restore drills")
+    create_markdown_artifact(
+        markdown=drill_report_markdown(drills), key="drill-report", description="DR restore drills"
+    )
     if not summary.ok:
         bad = [d.target for d in drills if not d.passed]
         message = f"drill failed for {', '.join(bad)}"
@@ -81,9 +85,7 @@ def resolve_drill_targets(runtime: Runtime, names: list[str], backup: str) -> li
     if names:
         chosen = [config.target(name) for name in names]
     else:
-        chosen = [
-            t for t in config.backup_targets() if isinstance(t, PostgresTarget | RedisTarget)
-        ]
+        chosen = [t for t in config.backup_targets() if isinstance(t, PostgresTarget | RedisTarget)]
     if backup != "latest":
         if len(chosen) != 1:
             owner = runtime.catalog.get_backup(backup).target  # an unknown id fails here

@@ -13,12 +13,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from runbook.catalog import utcnow
 from runbook.runtime import open_runtime
-from tasks.report import publish_markdown, retention_report_markdown
-from tasks.retention import (
+from tasks.backups.report import retention_report_markdown
+from tasks.backups.retention import (
     apply_retention,
     candidates_from_catalog,
     collect_garbage,
@@ -80,5 +81,9 @@ def retention(
         deleted=deleted,
         garbage=vars(garbage),
     )
-    publish_markdown("retention-report", retention_report_markdown(summary), "Retention plan")
+    create_markdown_artifact(
+        markdown=retention_report_markdown(summary),
+        key="retention-report",
+        description="Retention plan",
+    )
     return summary

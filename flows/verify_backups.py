@@ -10,14 +10,16 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 from pydantic import BaseModel
 
 from runbook.catalog import COMMITTED
 from runbook.errors import NotFoundError, RunFailed
 from runbook.runtime import open_runtime
-from tasks.integrity import VerificationReport, verify_backup_task
-from tasks.report import publish_markdown, verification_report_markdown
+from tasks.backups.report import verification_report_markdown
+from tasks.backups.tasks import verify_backup_task
+from tasks.backups.verify import VerificationReport
 
 
 class VerifyRunSummary(BaseModel):
@@ -54,8 +56,10 @@ def verify_backups(
             )
     reports = [verify_backup_task(config_path, backup_id) for backup_id in ids]
     summary = VerifyRunSummary(ok=all(r.ok for r in reports), reports=reports)
-    publish_markdown(
-        "verification-report", verification_report_markdown(reports), "Backup verification"
+    create_markdown_artifact(
+        markdown=verification_report_markdown(reports),
+        key="verification-report",
+        description="Backup verification",
     )
     if not summary.ok:
         bad = [r.backup_id for r in reports if not r.ok]

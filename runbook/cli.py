@@ -613,7 +613,7 @@ def health(
 ) -> None:
     """Run the health checks now. Exit 0 when nothing is critical, 1 when something is."""
     from runbook.config import load_config
-    from tasks.checks import check_plan, select_kinds
+    from tasks.health.registry import check_plan, select_kinds
 
     path = _config_path(config)
     cfg = load_config(path)

@@ -65,7 +65,7 @@ CITIES = [
 
 
 def demo_bin(tool: str) -> str:
-    from tasks.postgres import embedded_bin_dir
+    from runbook.systems.pg_tools import embedded_bin_dir
 
     folder = embedded_bin_dir()
     if folder is None:

@@ -21,10 +21,11 @@ from runbook.manifest import new_backup_id, read_manifest
 from runbook.runtime import open_runtime
 from runbook.storage.local import LocalStorage
 from runbook.streams import ProcessFailed
-from tasks.backup import run_backup
-from tasks.integrity import verify_backup
-from tasks.postgres import PostgresAuthFailed, embedded_bin_dir, pick_binary
-from tasks.retention import collect_garbage
+from runbook.systems.pg_tools import embedded_bin_dir, pick_binary
+from runbook.systems.postgres import PostgresAuthFailed
+from tasks.backups.dump import run_backup
+from tasks.backups.retention import collect_garbage
+from tasks.backups.verify import verify_backup
 from tests.support.pg import PASSWORD, PASSWORD_ROLE
 
 

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 from runbook.config import DockerTarget, KubernetesTarget, PostgresTarget, RedisTarget
 from runbook.health import CheckResult
-from tasks.docker import check_docker
-from tasks.kubernetes import check_kubernetes
-from tasks.postgres import check_postgres_health
-from tasks.redis import check_redis_health
+from tasks.health.docker import check_docker
+from tasks.health.kubernetes import check_kubernetes
+from tasks.health.postgres import check_postgres_health
+from tasks.health.redis import check_redis_health
 from tests.support.fake_apis import (
     FakeDocker,
     FakeKubernetes,

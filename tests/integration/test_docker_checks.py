@@ -9,7 +9,7 @@ import pytest
 
 from runbook.config import DockerTarget
 from runbook.health import CheckResult, Status
-from tasks.docker import check_docker
+from tasks.health.docker import check_docker
 from tests.support.fake_apis import (
     DOCKER_API_VERSION,
     FakeDocker,

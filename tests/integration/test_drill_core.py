@@ -1,4 +1,4 @@
-"""DR restore drills against real servers, without Prefect (tasks.restore.run_drill)."""
+"""DR restore drills against real servers, without Prefect (tasks.drills.drill.run_drill)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from runbook.catalog import BackupStatus, DrillLog, utcnow
 from runbook.errors import NotFoundError
 from runbook.manifest import new_backup_id
 from runbook.runtime import open_runtime
-from tasks.backup import run_backup
-from tasks.integrity import verify_backup
-from tasks.restore import SCRATCH_PREFIX, DrillRefused, run_drill
+from tasks.backups.dump import run_backup
+from tasks.backups.verify import verify_backup
+from tasks.drills.drill import DrillRefused, run_drill
+from tasks.drills.scratch import SCRATCH_PREFIX
 
 
 def take_backup(runtime, target: str) -> str:
@@ -251,7 +252,7 @@ def test_a_plan_pointing_at_the_source_database_is_refused(pg15, make_database, 
     with pytest.raises(DrillRefused, match="source"):
         drill(runtime, "app")
     assert [d.status for d in DrillLog(runtime.catalog).list(target="app")] == ["refused"]
-    from tasks.freshness import check_drill_freshness
+    from tasks.health.freshness import check_drill_freshness
 
     (age,) = check_drill_freshness(runtime.config, runtime.catalog, utcnow())
     assert age.status.value == "warn" and "no DR drill has passed yet" in age.message
@@ -313,7 +314,7 @@ def test_a_killed_drill_leaves_a_database_the_next_drill_drops(
     take_backup(runtime, "app")
     script = textwrap.dedent(f"""
         from runbook.runtime import open_runtime
-        from tasks.restore import run_drill
+        from tasks.drills.drill import run_drill
         rt = open_runtime({str(config)!r})
         run_drill(rt.config, rt.catalog, rt.storage, rt.config.target("app"))
     """)

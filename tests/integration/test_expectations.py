@@ -15,15 +15,15 @@ from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
 from runbook.demo import seed_shop
-from tasks.expectations import ValidationResult, gx_connection, validate_restore
-from tasks.postgres import (
+from runbook.systems.pg_tools import pick_binary
+from runbook.systems.postgres import (
     PostgresAuthFailed,
     exact_row_counts,
     exported_snapshot,
-    pick_binary,
     schema_facts,
     schema_fingerprint,
 )
+from tasks.drills.validate import ValidationResult, gx_connection, validate_restore
 from tests.support.pg import PASSWORD, PASSWORD_ROLE, PgServer
 
 EXTRA_SQL = """

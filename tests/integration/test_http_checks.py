@@ -1,4 +1,4 @@
-"""tasks.http against real local servers on 127.0.0.1: plain HTTP (healthy, failing check, slow,
+"""tasks.health.http against real local servers on 127.0.0.1: plain HTTP (healthy, failing check, slow,
 500, bad JSON, secrets), a socket that accepts and never answers, a refused port, and TLS servers
 with self-signed certificates that expire in -2, 3, 20 and 90 days (made with `cryptography`).
 """
@@ -24,7 +24,7 @@ import pytest
 
 from runbook.config import HttpExpect, HttpTarget, Threshold
 from runbook.health import CheckResult, Status
-from tasks.http import check_endpoint, check_http, json_failures, redact_url
+from tasks.health.http import check_endpoint, check_http, json_failures, redact_url
 from tests.support.certs import make_certificate
 
 HOST = "127.0.0.1"

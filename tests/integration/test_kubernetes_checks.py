@@ -11,13 +11,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import tasks.health.kubernetes as kube
 import yaml
 from kubernetes import client as k8s
 
-import tasks.kubernetes as kube
 from runbook.config import KubernetesTarget
 from runbook.health import CheckResult, Status
-from tasks.kubernetes import check_kubernetes
+from tasks.health.kubernetes import check_kubernetes
 from tests.support.certs import make_certificate
 from tests.support.fake_apis import (
     FakeKubernetes,

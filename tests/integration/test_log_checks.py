@@ -12,7 +12,7 @@ import pytest
 
 from runbook.config import LogPattern, LogsTarget, Threshold
 from runbook.health import CheckResult, Status
-from tasks.logs import MAX_LINE, check_logs
+from tasks.health.logs import MAX_LINE, check_logs
 
 NAMES = ("errors", "performance", "security")
 

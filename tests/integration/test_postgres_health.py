@@ -22,7 +22,7 @@ from psycopg import sql
 
 from runbook.config import PostgresHealth, PostgresTarget, Threshold
 from runbook.health import CheckResult, Status
-from tasks.postgres import _probe_cache_hit_ratio, check_postgres_health
+from tasks.health.postgres import _probe_cache_hit_ratio, check_postgres_health
 from tests.support.pg import PASSWORD, PASSWORD_ROLE, PgServer
 
 CHECKS = [

@@ -1,4 +1,4 @@
-"""tasks.prometheus against a fake Prometheus on 127.0.0.1 that implements /api/v1/query with
+"""tasks.health.prometheus against a fake Prometheus on 127.0.0.1 that implements /api/v1/query with
 the real API's JSON: vectors of several series, scalar, matrix, empty, NaN/Inf and errors,
 chosen by the query string (so the query's URL encoding is tested too)."""
 
@@ -17,7 +17,7 @@ import pytest
 
 from runbook.config import PrometheusTarget, PromQuery
 from runbook.health import Status, grade
-from tasks.prometheus import RUNBOOK_EXAMPLES, check_prometheus
+from tasks.health.prometheus import RUNBOOK_EXAMPLES, check_prometheus
 
 HOST = "127.0.0.1"
 TOKEN = "prom-bearer-9f8e7d6c5b"

@@ -11,7 +11,7 @@ import pytest
 
 from runbook.config import RedisHealth, RedisTarget, Threshold
 from runbook.health import CheckResult, Status
-from tasks.redis import check_redis_health
+from tasks.health.redis import check_redis_health
 from tests.integration.test_redis_snapshot import (
     HOST,
     PORT,

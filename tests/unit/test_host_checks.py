@@ -10,7 +10,7 @@ import pytest
 
 from runbook.config import HostTarget, Threshold
 from runbook.health import Status
-from tasks.host import (
+from tasks.health.host import (
     PSEUDO_FILESYSTEMS,
     MountUsage,
     check_host,

@@ -1,8 +1,8 @@
-"""The Redis drill's key-count comparison (tasks.restore.compare_key_counts) as a plain function."""
+"""The Redis drill's key-count comparison (tasks.drills.redis.compare_key_counts), plain."""
 
 from __future__ import annotations
 
-from tasks.restore import compare_key_counts
+from tasks.drills.redis import compare_key_counts
 
 
 def by_name(checks):

@@ -13,15 +13,10 @@ from runbook.catalog import ArtifactRecord, BackupRecord, BackupStatus, DrillRec
 from runbook.config import Threshold
 from runbook.formatting import BACKUP_COLUMNS, backup_rows, quantity, span
 from runbook.health import CheckResult, Status, measured
-from tasks.report import (
-    HEALTH_TABLE_COLUMNS,
-    ROW_CHARS,
-    backup_report_markdown,
-    cell,
-    drill_report_markdown,
-    health_report_markdown,
-    health_table_rows,
-)
+from runbook.markdown import ROW_CHARS, cell
+from tasks.backups.report import backup_report_markdown
+from tasks.drills.report import drill_report_markdown
+from tasks.health.report import HEALTH_TABLE_COLUMNS, health_report_markdown, health_table_rows
 
 NOW = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
 LONG = (

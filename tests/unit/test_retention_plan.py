@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from runbook.config import Retention
-from tasks.retention import (
+from tasks.backups.retention import (
     RetentionCandidate,
     RetentionDecision,
     format_duration,

@@ -20,9 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-
 from runbook import __version__
 from runbook.catalog import BackupRecord, BackupStatus, Catalog, utcnow
 from runbook.config import (
@@ -101,12 +98,11 @@ def dump_postgres(
     """pg_dump -Fc of the whole database and of each configured schema, all in one snapshot;
     exact row counts per table taken in that same snapshot first (a parallel seq scan: a
     fraction of the dump's time, and cheaper than competing with pg_dump for the cores)."""
-    from tasks.postgres import (
-        client_env,
+    from runbook.systems.pg_tools import client_env, pick_binary
+    from runbook.systems.postgres import (
         connect,
         exact_row_counts,
         exported_snapshot,
-        pick_binary,
         schema_facts,
         schema_fingerprint,
         server_facts,
@@ -200,7 +196,7 @@ def dump_redis(
     target: RedisTarget, storage: Storage, backup_id: str, settings: BackupSettings
 ) -> Dumped:
     """An RDB snapshot streamed over the replication protocol, as `redis-cli --rdb` takes it."""
-    from tasks.redis import redis_facts, stream_rdb
+    from runbook.systems.redis import redis_facts, stream_rdb
 
     facts = redis_facts(target)
     artifact = store_artifact(
@@ -499,40 +495,3 @@ def _secrets_of(target: TargetConfig) -> list[str | None]:
 
 
 # --- the Prefect task ----------------------------------------------------------------------
-
-
-@task(
-    name="backup-target",
-    task_run_name="backup-{target_name}",
-    cache_policy=NO_CACHE,
-    persist_result=True,
-)
-def backup_target(config_path: str | None, target_name: str, backup_id: str) -> BackupRecord:
-    """One backup of one target (retried by the flow on transient faults only)."""
-    from prefect.runtime import flow_run
-
-    from runbook.runtime import open_runtime
-
-    runtime = open_runtime(config_path)
-    target = runtime.config.target(target_name)
-    logger = get_run_logger()
-    outcome = run_backup(
-        runtime.config,
-        target,
-        runtime.catalog,
-        runtime.storage,
-        backup_id,
-        flow_run_id=str(flow_run.id) if flow_run.id else None,
-    )
-    record = outcome.record
-    if record.status == BackupStatus.LOCKED:
-        logger.warning("backup %s of %s: %s", backup_id, target_name, record.error)
-    else:
-        logger.info(
-            "backup %s of %s stored: %d artifact(s), %s bytes",
-            backup_id,
-            target_name,
-            len(record.artifacts),
-            record.bytes_stored,
-        )
-    return record

@@ -30,7 +30,7 @@ from runbook.config import Retention
 from runbook.errors import NotFoundError
 from runbook.manifest import MANIFEST_NAME, backup_prefix, read_manifest
 from runbook.storage import ObjectInfo, Storage, StorageError
-from tasks.backup import discard_objects
+from tasks.backups.dump import discard_objects
 
 log = logging.getLogger("runbook.retention")
 

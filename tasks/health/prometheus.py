@@ -20,7 +20,7 @@ import httpx
 
 from runbook.config import PrometheusTarget, PromQuery
 from runbook.health import CheckResult, Status, describe, grade, measured, timer
-from tasks.http import (
+from tasks.health.http import (
     describe_failure,
     redact_url,
     request_url,

@@ -21,8 +21,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Literal
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from runbook.catalog import BackupStatus, Catalog, utcnow
@@ -30,7 +28,6 @@ from runbook.errors import NotFoundError, TransientError
 from runbook.manifest import Manifest, ManifestArtifact, ManifestError, read_manifest
 from runbook.storage import ObjectNotFound, Storage
 from runbook.streams import read_back
-from tasks.retry import retry_if_transient
 
 log = logging.getLogger("runbook.verify")
 
@@ -168,7 +165,7 @@ def _tar_reader(handle: Any) -> str | None:
 
 
 def _rdb_reader(handle: Any) -> str | None:
-    from tasks.redis import check_rdb_stream
+    from runbook.systems.redis import check_rdb_stream
 
     return check_rdb_stream(_iter_file(handle))
 
@@ -185,7 +182,7 @@ def _toc_tables(listing: str) -> set[str]:
 
 class _PgArchiveInspector:
     def __init__(self, artifact: ManifestArtifact, manifest: Manifest):
-        from tasks.postgres import pick_binary
+        from runbook.systems.pg_tools import pick_binary
 
         dumped_with = manifest.tools.get("pg_dump", "")
         match = re.search(r"pg_dump (\d+)", dumped_with)
@@ -397,31 +394,3 @@ def verify_backup(
 
 
 # --- the Prefect task ----------------------------------------------------------------------
-
-
-@task(
-    name="verify-backup",
-    task_run_name="verify-{backup_id}",
-    cache_policy=NO_CACHE,
-    persist_result=True,
-    retries=3,
-    retry_delay_seconds=[5, 20, 60],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_if_transient,
-)
-def verify_backup_task(config_path: str | None, backup_id: str) -> VerificationReport:
-    from runbook.runtime import open_runtime
-
-    runtime = open_runtime(config_path)
-    report = verify_backup(runtime.catalog, runtime.storage, backup_id)
-    logger = get_run_logger()
-    if report.ok:
-        logger.info(
-            "backup %s verified: %d artifact(s) read back from storage and matched",
-            backup_id,
-            len(report.artifacts),
-        )
-    else:
-        for check in report.problems:
-            logger.error("backup %s: %s: %s", backup_id, check.problem, check.detail)
-    return report

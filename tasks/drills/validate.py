@@ -23,13 +23,8 @@ from pydantic import BaseModel
 
 from runbook.errors import PermanentError
 from runbook.secrets import redact, split_dsn
-from tasks.postgres import (
-    binary_version,
-    client_env,
-    connect,
-    schema_facts,
-    schema_fingerprint,
-)
+from runbook.systems.pg_tools import binary_version, client_env
+from runbook.systems.postgres import connect, schema_facts, schema_fingerprint
 
 DETAIL_LIMIT = 400
 DATA_DOCS_SITE = "runbook_drill"
@@ -80,7 +75,7 @@ def validate_restore(
        the amcheck extension (removed again afterwards if we added it).
 
     `schema_name` restricts the expectations to one schema (a per-schema archive).
-    Connection failures raise the classified errors of tasks.postgres; findings never raise.
+    Connection failures raise the classified errors of runbook.systems.postgres; findings never raise.
     """
     expected_schema = source.get("schema")
     if not expected_schema:

@@ -13,20 +13,19 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Literal, get_args
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from runbook.catalog import HealthHistory, StoredCheck
+from runbook.catalog import HealthHistory
 from runbook.config import Config
 from runbook.errors import RunbookError
-from runbook.health import CheckResult, Status, Tracked, track
-from runbook.runtime import Runtime, open_runtime
+from runbook.health import CheckResult, Status
+from runbook.runtime import Runtime
 
 # What `--only` accepts, in report order. "backups" is the freshness of verified backups and
 # of passed DR drills.
 CheckKind = Literal[
     "http", "postgres", "redis", "prometheus", "kubernetes", "docker", "host", "logs", "backups"
 ]
+
+
 CHECK_KINDS: tuple[str, ...] = get_args(CheckKind)
 
 
@@ -71,44 +70,44 @@ def _run_kind(runtime: Runtime, kind: str, name: str | None, now: datetime) -> l
     config = runtime.config
     unreachable = Status(config.health.unreachable)
     if kind == "http":
-        from tasks.http import check_http
+        from tasks.health.http import check_http
 
         return check_http(
             config.targets.http, unreachable=unreachable, concurrency=config.health.concurrency
         )
     if kind == "backups":
-        from tasks.freshness import check_backup_freshness, check_drill_freshness
+        from tasks.health.freshness import check_backup_freshness, check_drill_freshness
 
         return check_backup_freshness(config, runtime.catalog, now) + check_drill_freshness(
             config, runtime.catalog, now
         )
     target = _target(config, kind, name)
     if kind == "postgres":
-        from tasks.postgres import check_postgres_health
+        from tasks.health.postgres import check_postgres_health
 
         return check_postgres_health(target, unreachable)
     if kind == "redis":
-        from tasks.redis import check_redis_health
+        from tasks.health.redis import check_redis_health
 
         return check_redis_health(target, unreachable)
     if kind == "prometheus":
-        from tasks.prometheus import check_prometheus
+        from tasks.health.prometheus import check_prometheus
 
         return check_prometheus(target, unreachable)
     if kind == "kubernetes":
-        from tasks.kubernetes import check_kubernetes
+        from tasks.health.kubernetes import check_kubernetes
 
         return check_kubernetes(target, unreachable)
     if kind == "docker":
-        from tasks.docker import check_docker
+        from tasks.health.docker import check_docker
 
         return check_docker(target, unreachable)
     if kind == "host":
-        from tasks.host import check_host
+        from tasks.health.host import check_host
 
         return check_host(target)
     if kind == "logs":
-        from tasks.logs import check_logs
+        from tasks.health.logs import check_logs
 
         history = HealthHistory(runtime.catalog)
         key = f"logs:{target.name}"
@@ -166,45 +165,3 @@ def run_with_deadline(
             )
         ]
     return box["results"]  # type: ignore[return-value]
-
-
-@task(name="health-check", task_run_name="check-{kind}-{label}", cache_policy=NO_CACHE)
-def run_check(
-    config_path: str | None, kind: str, name: str | None, label: str, now: datetime
-) -> list[CheckResult]:
-    """One kind of check for one target (all HTTP endpoints at once), under a deadline."""
-    runtime = open_runtime(config_path)
-    config = runtime.config
-    return run_with_deadline(
-        lambda: _run_kind(runtime, kind, name, now),
-        deadline_for(config, kind),
-        kind,
-        label,
-        Status(config.health.unreachable),
-    )
-
-
-@task(name="record-health", cache_policy=NO_CACHE)
-def record_results(
-    config_path: str | None, run_id: str, at: datetime, results: list[CheckResult]
-) -> list[Tracked]:
-    """Store the run's results with their failing streaks; say what to notify."""
-    runtime = open_runtime(config_path)
-    history = HealthHistory(runtime.catalog)
-    previous = history.last_results([r.key for r in results])
-    tracked = track(results, previous, runtime.config.health.notify_after)
-    history.add_results(
-        run_id,
-        at,
-        [
-            StoredCheck(
-                run_id=run_id,
-                at=at,
-                streak=t.streak,
-                notified=t.notified,
-                **t.result.model_dump(mode="json"),
-            )
-            for t in tracked
-        ],
-    )
-    return tracked

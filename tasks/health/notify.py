@@ -10,8 +10,6 @@ import logging
 import re
 
 import httpx
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from runbook.config import PushgatewaySettings, WebhookSettings
 from runbook.health import RANK, CheckResult, Status, Tracked
@@ -101,21 +99,3 @@ def push_metrics(settings: PushgatewaySettings, text: str, instance: str) -> Non
 
 
 # --- Prefect tasks ---------------------------------------------------------------------------
-
-
-@task(name="notify-webhook", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def notify_webhook(config_path: str | None, payload: dict) -> None:
-    from runbook.runtime import open_runtime
-
-    settings = open_runtime(config_path).config.notifications.webhook
-    if settings is not None:
-        send_webhook(settings, payload)
-
-
-@task(name="push-metrics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def push_health_metrics(config_path: str | None, text: str, instance: str) -> None:
-    from runbook.runtime import open_runtime
-
-    settings = open_runtime(config_path).config.notifications.pushgateway
-    if settings is not None:
-        push_metrics(settings, text, instance)

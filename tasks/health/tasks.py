@@ -1,0 +1,76 @@
+"""The health wing's Prefect tasks: one check kind under its deadline, recording the results
+with their failing streaks, and telling people.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from runbook.catalog import HealthHistory, StoredCheck
+from runbook.health import CheckResult, Status, Tracked, track
+from runbook.runtime import open_runtime
+from tasks.health.notify import push_metrics, send_webhook
+from tasks.health.registry import _run_kind, deadline_for, run_with_deadline
+
+
+@task(name="health-check", task_run_name="check-{kind}-{label}", cache_policy=NO_CACHE)
+def run_check(
+    config_path: str | None, kind: str, name: str | None, label: str, now: datetime
+) -> list[CheckResult]:
+    """One kind of check for one target (all HTTP endpoints at once), under a deadline."""
+    runtime = open_runtime(config_path)
+    config = runtime.config
+    return run_with_deadline(
+        lambda: _run_kind(runtime, kind, name, now),
+        deadline_for(config, kind),
+        kind,
+        label,
+        Status(config.health.unreachable),
+    )
+
+
+@task(name="record-health", cache_policy=NO_CACHE)
+def record_results(
+    config_path: str | None, run_id: str, at: datetime, results: list[CheckResult]
+) -> list[Tracked]:
+    """Store the run's results with their failing streaks; say what to notify."""
+    runtime = open_runtime(config_path)
+    history = HealthHistory(runtime.catalog)
+    previous = history.last_results([r.key for r in results])
+    tracked = track(results, previous, runtime.config.health.notify_after)
+    history.add_results(
+        run_id,
+        at,
+        [
+            StoredCheck(
+                run_id=run_id,
+                at=at,
+                streak=t.streak,
+                notified=t.notified,
+                **t.result.model_dump(mode="json"),
+            )
+            for t in tracked
+        ],
+    )
+    return tracked
+
+
+@task(name="notify-webhook", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def notify_webhook(config_path: str | None, payload: dict) -> None:
+    from runbook.runtime import open_runtime
+
+    settings = open_runtime(config_path).config.notifications.webhook
+    if settings is not None:
+        send_webhook(settings, payload)
+
+
+@task(name="push-metrics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def push_health_metrics(config_path: str | None, text: str, instance: str) -> None:
+    from runbook.runtime import open_runtime
+
+    settings = open_runtime(config_path).config.notifications.pushgateway
+    if settings is not None:
+        push_metrics(settings, text, instance)
