@@ -22,10 +22,10 @@ from runbook.demo import (
     append_sample_log_lines,
     redis_reachable,
     seed_sample_data,
-    start_embedded_postgres,
     write_demo_config,
 )
 from runbook.errors import RunFailed
+from runbook.systems.pg_servers import EmbeddedServer
 
 
 def run_demo(workdir: Path, as_json: bool = False, keep_running: bool = False) -> bool:
@@ -44,7 +44,7 @@ def run_demo(workdir: Path, as_json: bool = False, keep_running: bool = False) -
     workdir = workdir / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]1.[/] starting embedded PostgreSQL 18 in {workdir / 'pg'}")
-    server = start_embedded_postgres(workdir / "pg")
+    server = EmbeddedServer(workdir, keep_data=True)
     previous_config = os.environ.get(CONFIG_ENV)
     try:
         dsn = seed_sample_data(server)
@@ -88,7 +88,7 @@ def run_demo(workdir: Path, as_json: bool = False, keep_running: bool = False) -
                 f"pass --config {config}. Read-only commands work on the demo catalog any time."
             )
     finally:
-        server.cleanup()  # stop it now: a caller that lives on (tests) must not keep it
+        server.close()  # stop it now: a caller that lives on (tests) must not keep it
         if previous_config is None:
             os.environ.pop(CONFIG_ENV, None)
         else:
@@ -184,7 +184,7 @@ def _serve_until_interrupted(console: Any, server: Any, config: Path) -> None:
     import signal
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    socket_dir = server.get_postmaster_info().socket_dir
+    socket_dir = server.socket_dir
     console.print(
         f"The demo's PostgreSQL keeps running (socket in {socket_dir}) until you press Ctrl-C.\n"
         "From another terminal, for example:\n"

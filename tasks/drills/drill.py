@@ -41,7 +41,7 @@ from runbook.errors import NotFoundError, RunbookError
 from runbook.formatting import human_duration
 from runbook.locks import named_lock
 from runbook.manifest import Manifest
-from runbook.secrets import describe_dsn, redact, split_dsn
+from runbook.secrets import describe_dsn, redact, target_secrets
 from runbook.storage import Storage
 from runbook.systems.pg_servers import EmbeddedServer, TeamServer
 from runbook.systems.pg_tools import restore_archive
@@ -264,7 +264,10 @@ def _drill(
         error, outcome = str(exc), "refused"
         raise
     except Exception as exc:  # noqa: BLE001 - a failed drill is a result, not a crash
-        error, outcome = redact(f"{type(exc).__name__}: {exc}", _secrets(target))[:2000], "done"
+        error, outcome = (
+            redact(f"{type(exc).__name__}: {exc}", target_secrets(target))[:2000],
+            "done",
+        )
     finally:
         if error:
             checks.append(DrillCheckRecord(name="drill", ok=False, detail=error))
@@ -396,12 +399,3 @@ def _cleanup(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return None
-
-
-def _secrets(target: TargetConfig) -> list[str | None]:
-    values: list[str | None] = []
-    if isinstance(target, PostgresTarget):
-        values.append(split_dsn(target.dsn.get_secret_value())[1])
-        if target.drill.dsn is not None:
-            values.append(split_dsn(target.drill.dsn.get_secret_value())[1])
-    return values

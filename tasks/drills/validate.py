@@ -75,7 +75,8 @@ def validate_restore(
        the amcheck extension (removed again afterwards if we added it).
 
     `schema_name` restricts the expectations to one schema (a per-schema archive).
-    Connection failures raise the classified errors of runbook.systems.postgres; findings never raise.
+    Connection failures raise the classified errors of runbook.systems.postgres; findings
+    never raise.
     """
     expected_schema = source.get("schema")
     if not expected_schema:

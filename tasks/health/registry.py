@@ -1,23 +1,31 @@
-"""Running health checks as Prefect tasks, each under a hard deadline, and recording them.
-
-Every check module exposes a plain function (tasks/http.py, postgres.py, redis.py, ...); this
-module maps check kinds to them, runs one under a deadline in a daemon thread (so a system
-that hangs despite its own timeouts can never stall the run: its check turns unknown or
-critical and the run goes on), and records results with their failing streaks.
+"""Which health checks exist and how one runs: the registry maps each check kind to its check
+function (one module per system in this wing), the plan lists what a run checks, and a check
+runs under a hard deadline in a daemon thread, so a system that hangs despite its own
+timeouts can never stall the run: its check turns unknown or critical and the run goes on.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from runbook.catalog import HealthHistory
 from runbook.config import Config
 from runbook.errors import RunbookError
 from runbook.health import CheckResult, Status
 from runbook.runtime import Runtime
+from tasks.health.docker import check_docker
+from tasks.health.freshness import check_backup_freshness, check_drill_freshness
+from tasks.health.host import check_host
+from tasks.health.http import check_http
+from tasks.health.kubernetes import check_kubernetes
+from tasks.health.logs import check_logs
+from tasks.health.postgres import check_postgres_health
+from tasks.health.prometheus import check_prometheus
+from tasks.health.redis import check_redis_health
 
 # What `--only` accepts, in report order. "backups" is the freshness of verified backups and
 # of passed DR drills.
@@ -41,16 +49,73 @@ def select_kinds(only: list[str] | None) -> list[str]:
     return [k for k in CHECK_KINDS if k in names]
 
 
+@dataclass(frozen=True)
+class Check:
+    """How to check one kind of system: `run(runtime, target, now)` -> results. A check that is
+    not `per_target` runs once for all its targets (HTTP endpoints run concurrently inside it;
+    backup freshness covers every backup target)."""
+
+    run: Callable[[Runtime, Any, datetime], list[CheckResult]]
+    per_target: bool = True
+
+
+def _unreachable(runtime: Runtime) -> Status:
+    return Status(runtime.config.health.unreachable)
+
+
+def _http(runtime: Runtime, _target: None, _now: datetime) -> list[CheckResult]:
+    config = runtime.config
+    return check_http(
+        config.targets.http,
+        unreachable=_unreachable(runtime),
+        concurrency=config.health.concurrency,
+    )
+
+
+def _freshness(runtime: Runtime, _target: None, now: datetime) -> list[CheckResult]:
+    config, catalog = runtime.config, runtime.catalog
+    return check_backup_freshness(config, catalog, now) + check_drill_freshness(
+        config, catalog, now
+    )
+
+
+def _logs(runtime: Runtime, target: Any, _now: datetime) -> list[CheckResult]:
+    history = HealthHistory(runtime.catalog)
+    key = f"logs:{target.name}"  # where the log offsets of this target live between runs
+    results, state = check_logs(target, history.get_state(key))
+    history.put_state(key, state)
+    return results
+
+
+def _with_unreachable(check: Callable[[Any, Status], list[CheckResult]]) -> Check:
+    return Check(lambda runtime, target, _now: check(target, _unreachable(runtime)))
+
+
+# kind -> how to check it; the order of CheckKind is the report order.
+REGISTRY: dict[str, Check] = {
+    "http": Check(_http, per_target=False),
+    "postgres": _with_unreachable(check_postgres_health),
+    "redis": _with_unreachable(check_redis_health),
+    "prometheus": _with_unreachable(check_prometheus),
+    "kubernetes": _with_unreachable(check_kubernetes),
+    "docker": _with_unreachable(check_docker),
+    "host": Check(lambda _runtime, target, _now: check_host(target)),
+    "logs": Check(_logs),
+    "backups": Check(_freshness, per_target=False),
+}
+
+
 def check_plan(config: Config, kinds: list[str]) -> list[tuple[str, str | None]]:
-    """(kind, target name) for every check to run; http runs all endpoints in one task."""
+    """(kind, target name) for every check to run; a kind that is not per target runs once
+    when it has anything to check."""
     plan: list[tuple[str, str | None]] = []
     for kind in kinds:
         if kind == "backups":
             if config.backup_targets():
-                plan.append(("backups", None))
-        elif kind == "http":
-            if config.targets.http:
-                plan.append(("http", None))
+                plan.append((kind, None))
+        elif not REGISTRY[kind].per_target:
+            if getattr(config.targets, kind):
+                plan.append((kind, None))
         else:
             for target in getattr(config.targets, kind):
                 if kind in ("postgres", "redis") and not target.health.enabled:
@@ -59,62 +124,20 @@ def check_plan(config: Config, kinds: list[str]) -> list[tuple[str, str | None]]
     return plan
 
 
-def _target(config: Config, kind: str, name: str):  # noqa: ANN202 - one of many models
+def _target(config: Config, kind: str, name: str) -> Any:
     for target in getattr(config.targets, kind):
         if target.name == name:
             return target
     raise RunbookError(f"no {kind} target named {name!r}")
 
 
-def _run_kind(runtime: Runtime, kind: str, name: str | None, now: datetime) -> list[CheckResult]:
-    config = runtime.config
-    unreachable = Status(config.health.unreachable)
-    if kind == "http":
-        from tasks.health.http import check_http
-
-        return check_http(
-            config.targets.http, unreachable=unreachable, concurrency=config.health.concurrency
-        )
-    if kind == "backups":
-        from tasks.health.freshness import check_backup_freshness, check_drill_freshness
-
-        return check_backup_freshness(config, runtime.catalog, now) + check_drill_freshness(
-            config, runtime.catalog, now
-        )
-    target = _target(config, kind, name)
-    if kind == "postgres":
-        from tasks.health.postgres import check_postgres_health
-
-        return check_postgres_health(target, unreachable)
-    if kind == "redis":
-        from tasks.health.redis import check_redis_health
-
-        return check_redis_health(target, unreachable)
-    if kind == "prometheus":
-        from tasks.health.prometheus import check_prometheus
-
-        return check_prometheus(target, unreachable)
-    if kind == "kubernetes":
-        from tasks.health.kubernetes import check_kubernetes
-
-        return check_kubernetes(target, unreachable)
-    if kind == "docker":
-        from tasks.health.docker import check_docker
-
-        return check_docker(target, unreachable)
-    if kind == "host":
-        from tasks.health.host import check_host
-
-        return check_host(target)
-    if kind == "logs":
-        from tasks.health.logs import check_logs
-
-        history = HealthHistory(runtime.catalog)
-        key = f"logs:{target.name}"
-        results, state = check_logs(target, history.get_state(key))
-        history.put_state(key, state)
-        return results
-    raise RunbookError(f"unknown check kind {kind!r}")
+def run_kind(runtime: Runtime, kind: str, name: str | None, now: datetime) -> list[CheckResult]:
+    """One kind of check for one target (or for all of them, when not per target)."""
+    check = REGISTRY.get(kind)
+    if check is None:
+        raise RunbookError(f"unknown check kind {kind!r} (choose from {', '.join(CHECK_KINDS)})")
+    target = _target(runtime.config, kind, name) if check.per_target else None
+    return check.run(runtime, target, now)
 
 
 def deadline_for(config: Config, kind: str) -> float:

@@ -13,7 +13,7 @@ from runbook.catalog import HealthHistory, StoredCheck
 from runbook.health import CheckResult, Status, Tracked, track
 from runbook.runtime import open_runtime
 from tasks.health.notify import push_metrics, send_webhook
-from tasks.health.registry import _run_kind, deadline_for, run_with_deadline
+from tasks.health.registry import deadline_for, run_kind, run_with_deadline
 
 
 @task(name="health-check", task_run_name="check-{kind}-{label}", cache_policy=NO_CACHE)
@@ -24,7 +24,7 @@ def run_check(
     runtime = open_runtime(config_path)
     config = runtime.config
     return run_with_deadline(
-        lambda: _run_kind(runtime, kind, name, now),
+        lambda: run_kind(runtime, kind, name, now),
         deadline_for(config, kind),
         kind,
         label,

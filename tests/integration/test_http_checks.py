@@ -1,6 +1,7 @@
-"""tasks.health.http against real local servers on 127.0.0.1: plain HTTP (healthy, failing check, slow,
-500, bad JSON, secrets), a socket that accepts and never answers, a refused port, and TLS servers
-with self-signed certificates that expire in -2, 3, 20 and 90 days (made with `cryptography`).
+"""tasks.health.http against real local servers on 127.0.0.1: plain HTTP (healthy, failing
+check, slow, 500, bad JSON, secrets), a socket that accepts and never answers, a refused port,
+and TLS servers with self-signed certificates that expire in -2, 3, 20 and 90 days (made with
+`cryptography`).
 """
 
 from __future__ import annotations

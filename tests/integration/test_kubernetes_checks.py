@@ -11,10 +11,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import tasks.health.kubernetes as kube
 import yaml
 from kubernetes import client as k8s
 
+import tasks.health.kubernetes as kube
 from runbook.config import KubernetesTarget
 from runbook.health import CheckResult, Status
 from tasks.health.kubernetes import check_kubernetes

@@ -1,4 +1,5 @@
-"""runbook.systems.redis against the real Redis on 127.0.0.1:6379, throwaway redis-servers and fake masters.
+"""runbook.systems.redis against the real Redis on 127.0.0.1:6379, throwaway redis-servers
+and fake masters.
 
 Only db 13 of the shared server is written (and flushed); other tests use the other dbs.
 A diskless snapshot of the shared server waits out repl-diskless-sync-delay (~5 s), so the
