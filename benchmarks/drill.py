@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> str:
     from runbook.manifest import new_backup_id
     from runbook.runtime import runtime_for
     from tasks.backups.dump import run_backup
-    from tasks.drills.drill import run_drill
+    from tasks.drills.drill import DrillRun, run_drill
 
     facts = ensure_dataset()
     shutil.rmtree(WORK, ignore_errors=True)
@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> str:
                 _log(f"round {round_no + 1} plain pg_restore -j 2: {plain[-1]:.2f}s")
             else:
                 record = run_drill(
-                    config, runtime.catalog, runtime.storage, config.target("bench"), backup_id
+                    DrillRun(
+                        config, runtime.catalog, runtime.storage, config.target("bench"), backup_id
+                    )
                 )
                 if not record.passed:
                     raise SystemExit(f"the drill failed: {[c for c in record.checks if not c.ok]}")

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from deployments.spec import (
-    ROOT,
+    CODE_ROOT,
     declared_deployments,
     load_flow,
     merged_prefect_yaml,
@@ -129,7 +129,7 @@ def _prefect(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
     return subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", *args],
         env=env,
-        cwd=ROOT,
+        cwd=CODE_ROOT,
         capture_output=True,
         text=True,
         timeout=600,
@@ -184,7 +184,7 @@ def deploy_all(config_path: str) -> DeployResult:
         "PREFECT_API_URL": url,
         "RUNBOOK_CONFIG": config_path,
         "RUNBOOK_TIMEZONE": config.timezone,
-        "RUNBOOK_HOME": os.environ.get("RUNBOOK_HOME", str(ROOT)),
+        "RUNBOOK_HOME": os.environ.get("RUNBOOK_HOME", str(CODE_ROOT)),
     }
     pool = _prefect(["work-pool", "create", work_pool, "--type", "process"], env)
     if pool.returncode != 0 and "already exists" not in pool.stdout + pool.stderr:
@@ -192,7 +192,7 @@ def deploy_all(config_path: str) -> DeployResult:
             f"could not create work pool {work_pool}: {_failure_lines(pool.stdout + pool.stderr)}"
         )
     with tempfile.NamedTemporaryFile(
-        "w", prefix="prefect-", suffix=".yaml", dir=ROOT, delete=False
+        "w", prefix="runbook-prefect-", suffix=".yaml", delete=False
     ) as handle:
         yaml.safe_dump(spec, handle, sort_keys=False)
     try:

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from deployments.spec import (
+    CODE_ROOT,
     PREFECT_YAML,
-    ROOT,
     declared_deployments,
     load_flow,
     parameter_schema,
     schedule_timezone,
 )
 
-__all__ = ["ROOT", "build_deployments", "declared_deployments", "load_flow", "main"]
+__all__ = ["CODE_ROOT", "build_deployments", "declared_deployments", "load_flow", "main"]
 
 
 def build_deployments(

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.resources
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-PREFECT_YAML = ROOT / "prefect.yaml"
+# prefect.yaml ships inside this package (package data: a checkout, a wheel and the container
+# image all have it); flow entrypoints (flows/backup.py:backup) resolve against the folder
+# that holds the `flows` package, which is where deployments run (RUNBOOK_HOME).
+PREFECT_YAML = Path(str(importlib.resources.files("deployments") / "prefect.yaml"))
+CODE_ROOT = Path(importlib.util.find_spec("flows").origin).resolve().parents[1]
 TIMEZONE_PLACEHOLDER = "{{ $RUNBOOK_TIMEZONE }}"
 NIGHTLY = "backup-nightly"  # the deployment that backs up targets with `schedule: nightly`
 

@@ -60,7 +60,7 @@ def daily_health(only: list[CheckKind] = []) -> HealthReport:  # noqa: B006 - Pr
     now = utcnow()
     run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
     history = HealthHistory(runtime.catalog)
-    history.start_run(run_id, now, kinds if only else [], str(flow_run.id) if flow_run.id else None)
+    history.start(run_id, now, kinds if only else [], str(flow_run.id) if flow_run.id else None)
 
     futures = [
         run_check.submit(config_path, kind, name, name or kind, now)
@@ -101,7 +101,7 @@ def daily_health(only: list[CheckKind] = []) -> HealthReport:  # noqa: B006 - Pr
             socket.gethostname(),
             return_state=True,
         )
-    history.finish_run(run_id, status.value, level)
+    history.finish(run_id, status, level)
     level_of_line = logging.WARNING if failing else logging.INFO
     get_run_logger().log(
         logging.ERROR if status == Status.CRITICAL else level_of_line, summary_line(report)

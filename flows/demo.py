@@ -183,6 +183,9 @@ def _serve_until_interrupted(console: Any, server: Any, config: Path) -> None:
     """Keep the embedded PostgreSQL up until Ctrl-C (or SIGTERM)."""
     import signal
 
+    # Ctrl-C and a polite kill both stop it, even when started with SIGINT ignored (a
+    # background job of a non-interactive shell inherits that).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     socket_dir = server.socket_dir
     console.print(

@@ -3,10 +3,11 @@
 1. Choose the targets (the ones given, or every PostgreSQL and Redis target) and refuse an
    operator's mistake (unknown target or backup id, a drill server that is the source)
    before anything is recorded.
-2. Drill each (tasks/drills/): sweep leftovers of dead drills, verify and download the
-   backup (falling back past a corrupt `latest`), restore into a scratch database on the
-   drill server, validate (Great Expectations, SQL checks, pg_amcheck), compare RTO and RPO
-   with the targets, clean up.
+2. Drill each (tasks/drills/), one task run per step: sweep leftovers of dead drills, pick
+   (verify and download the backup, falling back past a corrupt `latest`), restore into a
+   scratch database on the drill server, validate (Great Expectations, SQL checks,
+   pg_amcheck), objectives (RTO and RPO against the targets); cleanup always runs. A failed
+   step is a failed task run, and the drill's record names it (`failed_step`).
 3. Publish a markdown artifact and return a DrillRunSummary; the run ends Failed when any
    drill failed.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import BaseModel
 
@@ -22,9 +24,9 @@ from runbook.catalog import DrillLog, DrillRecord, utcnow
 from runbook.config import PostgresTarget, RedisTarget, TargetConfig
 from runbook.errors import RunbookError, RunFailed
 from runbook.runtime import Runtime, open_runtime
-from tasks.drills.drill import check_drill_request
+from tasks.drills.drill import DrillRun, check_drill_request, run_drill
 from tasks.drills.report import drill_report_markdown
-from tasks.drills.tasks import drill_target
+from tasks.drills.tasks import as_task_run, log_to_prefect
 
 
 class DrillRunSummary(BaseModel):
@@ -50,24 +52,30 @@ def dr_drill(
         jobs: Parallel pg_restore jobs.
     """
     runtime = open_runtime()
-    config = runtime.config
-    config_path = str(config.source)
     chosen = resolve_drill_targets(runtime, list(targets), backup)
     started = utcnow()
     drills = []
-    for t in chosen:
-        state = drill_target(config_path, t.name, backup, keep_on_failure, jobs, return_state=True)
-        result = state.result(raise_on_failure=False)
-        if not isinstance(result, BaseException):
-            drills.append(result)
-            continue
-        if len(chosen) == 1:
-            raise result  # one target: the CLI reports it (exit 2 for operator mistakes)
-        recorded = DrillLog(runtime.catalog).list(target=t.name, limit=1)
-        if recorded and recorded[0].started_at >= started:
-            drills.append(recorded[0])  # the failed drill's own record
-        else:
-            raise result
+    for target in chosen:
+        run = DrillRun(
+            runtime.config,
+            runtime.catalog,
+            runtime.storage,
+            target,
+            backup,
+            keep_on_failure=keep_on_failure,
+            jobs=jobs,
+            flow_run_id=str(flow_run.id) if flow_run.id else None,
+            on_step=log_to_prefect,
+        )
+        try:
+            drills.append(run_drill(run, as_task_run))
+        except Exception:
+            if len(chosen) == 1:
+                raise  # one target: the CLI reports it (exit 2 for operator mistakes)
+            recorded = DrillLog(runtime.catalog).list(target=target.name, limit=1)
+            if not recorded or recorded[0].started_at < started:
+                raise
+            drills.append(recorded[0])  # the refused drill's own record
     summary = DrillRunSummary(ok=all(d.passed for d in drills), drills=drills)
     create_markdown_artifact(
         markdown=drill_report_markdown(drills), key="drill-report", description="DR restore drills"

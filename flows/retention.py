@@ -1,44 +1,35 @@
-"""The retention flow (grandfather-father-son).
+"""The retention flow (grandfather-father-son): plan, then apply.
 
-1. Read every backup of the chosen targets from the catalog.
-2. Plan keep/delete with a reason each (a pure function; never the newest verified backup).
-3. Unless dry_run: delete storage objects first, then mark the catalog rows deleted.
-4. Collect garbage: unfinished uploads and uncommitted backup folders older than the grace
-   period; committed folders the catalog forgot are imported instead (storage wins).
-5. Publish the plan as a table artifact and return a RetentionSummary.
+1. Plan (task plan-retention): read the chosen targets' backups from the catalog and the backup
+   folders from storage; keep or delete each backup with its reasons (a pure function; never
+   the newest verified backup), and import, delete or keep each folder the catalog does not
+   track (committed: import, storage wins; uncommitted: delete once older than the grace period).
+2. Apply the plan, unless this is a dry run (decided here, once; the procedures have no dry-run
+   mode): delete the backups it lets go, catalog `deleting` -> objects, manifest first ->
+   `deleted` (task apply-retention); collect the garbage: unfinished uploads and the folders
+   planned above (task collect-garbage). Both are retried on transient faults.
+3. Publish the plan and what was done as the retention-report artifact; return a
+   RetentionSummary.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import asdict
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from runbook.catalog import utcnow
+from runbook.retry import retry_options
 from runbook.runtime import open_runtime
 from tasks.backups.report import retention_report_markdown
-from tasks.backups.retention import (
-    apply_retention,
-    candidates_from_catalog,
-    collect_garbage,
-    plan_retention,
-)
-
-
-class RetentionItem(BaseModel):
-    id: str
-    target: str
-    status: str
-    at: datetime
-    action: str
-    reasons: list[str]
+from tasks.backups.retention import RetentionDecision
+from tasks.backups.tasks import apply_retention_task, collect_garbage_task, plan_retention_task
 
 
 class RetentionSummary(BaseModel):
     dry_run: bool
-    decisions: list[RetentionItem]
+    decisions: list[RetentionDecision]
     deleted: list[str]
     garbage: dict[str, int | list[str]]
 
@@ -56,30 +47,19 @@ def retention(
     """
     runtime = open_runtime()
     config = runtime.config
-    names = [t.name for t in config.select_targets(list(targets))] if targets else None
-    now = utcnow()
-    decisions = plan_retention(
-        candidates_from_catalog(runtime.catalog, names), config.retention, now, config.timezone
-    )
-    deleted = [] if dry_run else apply_retention(runtime.catalog, runtime.storage, decisions)
-    garbage = collect_garbage(
-        runtime.catalog, runtime.storage, now, config.retention.grace, apply=not dry_run
-    )
+    config_path = str(config.source)
+    names = [t.name for t in config.select_targets(list(targets))] if targets else []
+    retried = retry_options(config.backup.retries, config.backup.retry_delay.total_seconds())
+
+    plan = plan_retention_task.with_options(**retried)(config_path, names)
+    if dry_run:
+        deleted, garbage = [], plan.garbage.report()
+    else:
+        deleted = apply_retention_task.with_options(**retried)(config_path, plan.decisions)
+        garbage = collect_garbage_task.with_options(**retried)(config_path, plan.garbage)
+
     summary = RetentionSummary(
-        dry_run=dry_run,
-        decisions=[
-            RetentionItem(
-                id=d.id,
-                target=d.target,
-                status=d.status,
-                at=d.at,
-                action=d.action,
-                reasons=list(d.reasons),
-            )
-            for d in decisions
-        ],
-        deleted=deleted,
-        garbage=vars(garbage),
+        dry_run=dry_run, decisions=plan.decisions, deleted=deleted, garbage=asdict(garbage)
     )
     create_markdown_artifact(
         markdown=retention_report_markdown(summary),

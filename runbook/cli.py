@@ -149,7 +149,7 @@ def _backup_json(record: Any) -> dict[str, Any]:
 def _print_backups(records: list[Any]) -> None:
     from rich.table import Table
 
-    from runbook.formatting import human_bytes, ratio
+    from runbook.formatting import backup_error, human_bytes, ratio
 
     table = Table(show_lines=False)
     for column in (
@@ -180,7 +180,7 @@ def _print_backups(records: list[Any]) -> None:
     console.print(table)
     for r in records:
         if r.error and r.status.value not in ("verified",):
-            console.print(f"[red]{_text(r.target)} {_text(r.id)}[/]: {_text(r.error)}")
+            console.print(f"[red]{_text(r.target)} {_text(r.id)}[/]: {_text(backup_error(r))}")
 
 
 # --- backups list / show -------------------------------------------------------------------
@@ -306,6 +306,8 @@ def verify(
                 console.print(
                     f"{_text(r.backup_id)}  {_text(check.key)}  {mark}  {_text(check.detail)}"
                 )
+                if check.remedy:
+                    console.print(f"  what to do: {_text(check.remedy)}")
     raise typer.Exit(EXIT_OK if summary.ok else EXIT_FAILED)
 
 
@@ -402,6 +404,7 @@ def _drill_json(d: Any) -> dict[str, Any]:
         "kept": d.kept,
         "scratch": d.scratch,
         "error": d.error,
+        "failed_step": d.failed_step,
         "data_docs": d.data_docs,
     }
 
@@ -419,13 +422,13 @@ def _objective(measured: float | None, target: float | None) -> str:
 
 
 def _drill_reason(d: Any) -> str:
-    """Why a drill did not pass, in one line: its error, else its failing checks."""
+    """Why a drill did not pass, in one line: the step it failed at, and its error, else its
+    failing checks."""
     if d.passed:
         return ""
-    if d.error:
-        return d.error
     failing = [f"{c.name}: {c.detail}" for c in d.checks if not c.ok]
-    return "; ".join(failing) or d.status
+    reason = d.error or "; ".join(failing) or d.status
+    return f"failed at {d.failed_step}: {reason}" if d.failed_step else reason
 
 
 def _verdict(d: Any) -> str:
@@ -465,6 +468,8 @@ def _print_drill_details(d: Any) -> None:
         f"{_text(fell)}  RTO {_objective(d.rto_seconds, d.rto_target_seconds)}  "
         f"RPO {_objective(d.rpo_seconds, d.rpo_target_seconds)}"
     )
+    if d.failed_step:
+        console.print(f"  [red]failed at step {_text(d.failed_step)}[/]")
     if d.timings:
         steps = ", ".join(f"{name} {value:.1f} s" for name, value in d.timings.items())
         console.print(f"  steps: {_text(steps)}")

@@ -83,10 +83,11 @@ def backup_rows(
     """One row per artifact of each backup (a backup without artifacts: one row with its
     status), in BACKUP_COLUMNS order. `verified` says yes, no with the artifact's problem, or
     the backup's status; `mark(text, ok)` decorates it (markdown bold, rich colours). The
-    backup's error has its own column, on the backup's first row only ("" when none)."""
+    backup's error, with the step it failed in, has its own column, on the backup's first row
+    only ("" when none)."""
     rows = []
     for record in records:
-        error = record.error or ""
+        error = backup_error(record)
         if not record.artifacts:
             rows.append(
                 [
@@ -122,8 +123,12 @@ def backup_rows(
     return rows
 
 
-def human_duration(delta: Any) -> str:
-    """timedelta -> '26h', '3d4h', '45m', '12s'."""
+def human_duration(delta: timedelta, *, exact: bool = False) -> str:
+    """timedelta -> '26h' -> '1d2h', '3d4h', '45m', '12s': the two largest units people read
+    (minutes dropped beside days, seconds beside minutes). `exact`: every unit down to the
+    millisecond, the form a setting is written in ('1d12h', '1m30s', '1s500ms', '0s')."""
+    if exact:
+        return _exact_duration(delta)
     total = int(delta.total_seconds())
     if total < 60:
         return f"{total}s"
@@ -136,3 +141,25 @@ def human_duration(delta: Any) -> str:
         f"{minutes}m" if minutes and not days else "",
     ]
     return "".join(parts) or "0m"
+
+
+def _exact_duration(delta: timedelta) -> str:
+    total_ms = round(delta.total_seconds() * 1000)
+    sign = "-" if total_ms < 0 else ""
+    rest, ms = divmod(abs(total_ms), 1000)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if ms:
+        parts.append(f"{ms}ms")
+    return sign + ("".join(parts) or "0s")
+
+
+def backup_error(record: Any) -> str:
+    """A backup's error with the step it failed in ('failed at connect: ...'); '' if none."""
+    if not record.error:
+        return ""
+    step = getattr(record, "failed_step", None)
+    return f"failed at {step}: {record.error}" if step else record.error

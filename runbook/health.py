@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, field_validator
 
@@ -151,16 +151,29 @@ class Tracked(BaseModel):
     event: str | None = None  # "failing", "escalated", "recovered" or None
 
 
+class Previous(Protocol):
+    """What `track` needs of a check's previous result (the catalog's StoredCheck)."""
+
+    @property
+    def status(self) -> str: ...  # a Status, or its value
+
+    @property
+    def streak(self) -> int: ...
+
+    @property
+    def notified(self) -> bool: ...
+
+
 def track(
     results: list[CheckResult],
-    previous: dict[tuple[str, str], Any],
-    notify_after: dict[str, int],
+    previous: Mapping[tuple[str, str], Previous],
+    notify_after: Mapping[str, int],
 ) -> list[Tracked]:
     """Carry each check's failing streak forward from its previous stored result.
 
     A check notifies once its streak reaches `notify_after[status]` (default 1), again when it
     gets worse (warn -> critical), and a notified episode reports its recovery once.
-    `previous` maps (check, target) to an object with .status, .streak, .notified.
+    `previous` maps (check, target) to its newest stored result.
     """
     tracked = []
     for result in results:

@@ -9,6 +9,7 @@ Its presence in storage is what makes a backup exist. Layout of one backup in st
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -29,8 +30,11 @@ class ManifestError(Exception):
     """A manifest that cannot be read or does not describe this backup."""
 
 
-class ManifestArtifact(BaseModel):
-    name: str  # "database", "schema-production", "rdb", "files"
+class StoredArtifact(BaseModel):
+    """What was stored for one artifact of a backup: the facts its manifest entry
+    (ManifestArtifact) and its catalog record (runbook.catalog.ArtifactRecord) share."""
+
+    name: str  # "database", "schema-production", "dump", "files"
     key: str
     content: Content
     codec: Literal["zstd"] = "zstd"
@@ -38,6 +42,11 @@ class ManifestArtifact(BaseModel):
     logical_bytes: int  # size before compression
     sha256: str  # of the stored bytes
     seconds: float
+
+
+class ManifestArtifact(StoredArtifact):
+    """An artifact as the manifest (the commit marker) names it."""
+
     schema_name: str | None = None  # for per-schema PostgreSQL archives
 
 
@@ -57,6 +66,14 @@ class Manifest(BaseModel):
     @property
     def key(self) -> str:
         return manifest_key(self.target, self.backup_id)
+
+    @property
+    def dump_major(self) -> int:
+        """The major version of the pg_dump that wrote the archives: a pg_restore must be at
+        least as new to read them. Manifests that do not name the tool give the source
+        server's major (pg_dump was matched to it); 0 when neither is known."""
+        match = re.search(r"pg_dump (\d+)", self.tools.get("pg_dump", ""))
+        return int(match.group(1)) if match else int(self.source.get("server_major", 0))
 
     def to_json(self) -> bytes:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False).encode()
@@ -122,6 +139,7 @@ __all__ = [
     "ManifestArtifact",
     "ManifestError",
     "ObjectNotFound",
+    "StoredArtifact",
     "artifact_key",
     "backup_prefix",
     "list_manifests",

@@ -8,12 +8,28 @@ from runbook.catalog.backups import (
     ArtifactRecord,
     BackupRecord,
     BackupStatus,
+    BackupStep,
+    BackupTransitionError,
     Catalog,
     VerificationRecord,
 )
 from runbook.catalog.db import HEAD_REVISION, MIGRATIONS, Base, current_revision, migrate, utcnow
-from runbook.catalog.drills import DrillCheckRecord, DrillLog, DrillRecord
-from runbook.catalog.health import HealthHistory, StoredCheck
+from runbook.catalog.drills import (
+    DrillCheck,
+    DrillLog,
+    DrillRecord,
+    DrillResults,
+    DrillStatus,
+    DrillStep,
+    DrillTransitionError,
+)
+from runbook.catalog.health import (
+    HealthHistory,
+    HealthRun,
+    HealthRunStatus,
+    HealthRunTransitionError,
+    StoredCheck,
+)
 
 __all__ = [
     "COMMITTED",
@@ -24,12 +40,21 @@ __all__ = [
     "ArtifactRecord",
     "BackupRecord",
     "BackupStatus",
+    "BackupStep",
+    "BackupTransitionError",
     "Base",
     "Catalog",
-    "DrillCheckRecord",
+    "DrillCheck",
     "DrillLog",
     "DrillRecord",
+    "DrillResults",
+    "DrillStatus",
+    "DrillStep",
+    "DrillTransitionError",
     "HealthHistory",
+    "HealthRun",
+    "HealthRunStatus",
+    "HealthRunTransitionError",
     "StoredCheck",
     "VerificationRecord",
     "migrate",

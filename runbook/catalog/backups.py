@@ -1,8 +1,21 @@
-"""The catalog: Runbook's system of record (SQLAlchemy 2, SQLite by default, PostgreSQL too).
+"""The catalog: Runbook's system of record (SQLAlchemy 2, SQLite by default, PostgreSQL too),
+and in it the backups: one row per backup of one target, its artifacts and verifications.
 
-A backup row moves running -> stored -> verified, or ends failed / locked / corrupt; retention
-moves it to deleting -> deleted. The manifest in storage is the commit marker: a backup is
-listed as existing only once its manifest was written (status stored, verified or corrupt).
+A backup row moves only by the named transitions of `Catalog` (Barman's BackupInfo is the
+model), each refusing a move its status does not allow (`TRANSITIONS`):
+
+    start ------------------> running --mark_stored(manifest)------> stored
+      (a new id; a retried      |     --mark_failed(step, error)---> failed
+       attempt of a failed      |     --mark_locked(error)---------> locked
+       or running one)
+    stored | verified | corrupt --mark_verified--> verified
+    stored | verified | corrupt --mark_corrupt---> corrupt          (failed_step "verify")
+    unknown | deleted | stored  --import_stored(manifest)--> stored (storage wins)
+    anything but deleted        --mark_deleting--> deleting --mark_deleted--> deleted
+
+The manifest in storage is the commit marker: a backup is listed as existing only once its
+manifest was written (status stored, verified or corrupt: COMMITTED). A backup that is not good
+keeps the step it failed in (`failed_step`, a BackupStep) beside its error.
 The schema is created and upgraded by the Alembic migrations in `runbook/migrations`.
 """
 
@@ -10,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -23,7 +36,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    delete,
     select,
 )
 from sqlalchemy.orm import (
@@ -33,8 +45,9 @@ from sqlalchemy.orm import (
     relationship,
 )
 
-from runbook.catalog.db import Base, UTCDateTime, make_engine, migrate
+from runbook.catalog.db import Base, UTCDateTime, make_engine, migrate, utcnow
 from runbook.errors import NotFoundError
+from runbook.manifest import Manifest, StoredArtifact
 
 
 class BackupStatus(enum.StrEnum):
@@ -48,10 +61,40 @@ class BackupStatus(enum.StrEnum):
     DELETED = "deleted"
 
 
+# Named groups of statuses.
 COMMITTED = frozenset({BackupStatus.STORED, BackupStatus.VERIFIED, BackupStatus.CORRUPT})
+UNSUCCESSFUL = frozenset({BackupStatus.FAILED, BackupStatus.LOCKED})  # never committed
 
 
-UNSUCCESSFUL = frozenset({BackupStatus.FAILED, BackupStatus.LOCKED})
+class BackupStep(enum.StrEnum):
+    """The steps of a backup, in order (tasks/backups/dump.py, then verify.py): a backup that
+    failed, was locked out or found corrupt names the one it failed in."""
+
+    LOCK = "lock"  # wait for the target's lock (another backup of it is running)
+    CONNECT = "connect"  # reach the source: server facts, Redis INFO, the files' paths
+    SNAPSHOT = "snapshot"  # PostgreSQL: export a snapshot, read the schema and row counts in it
+    DUMP = "dump"  # run the dump (pg_dump, the RDB stream, tar) and compress it
+    STORE = "store"  # write the compressed stream to storage
+    MANIFEST = "manifest"  # write the manifest, the commit marker
+    VERIFY = "verify"  # read it back from storage and compare with the manifest
+
+
+# transition -> (the statuses it may start from, the status it leads to)
+TRANSITIONS: dict[str, tuple[frozenset[BackupStatus], BackupStatus]] = {
+    "start": (frozenset({BackupStatus.FAILED, BackupStatus.RUNNING}), BackupStatus.RUNNING),
+    "mark_stored": (frozenset({BackupStatus.RUNNING}), BackupStatus.STORED),
+    "import_stored": (frozenset({BackupStatus.DELETED, BackupStatus.STORED}), BackupStatus.STORED),
+    "mark_failed": (frozenset({BackupStatus.RUNNING}), BackupStatus.FAILED),
+    "mark_locked": (frozenset({BackupStatus.RUNNING}), BackupStatus.LOCKED),
+    "mark_verified": (COMMITTED, BackupStatus.VERIFIED),
+    "mark_corrupt": (COMMITTED, BackupStatus.CORRUPT),
+    "mark_deleting": (frozenset(BackupStatus) - {BackupStatus.DELETED}, BackupStatus.DELETING),
+    "mark_deleted": (frozenset({BackupStatus.DELETING}), BackupStatus.DELETED),
+}
+
+
+class BackupTransitionError(RuntimeError):
+    """A transition the backup's status does not allow (a bug, not an operator mistake)."""
 
 
 class BackupRow(Base):
@@ -71,7 +114,7 @@ class BackupRow(Base):
     manifest_key: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    failed_step: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    failed_step: Mapped[str | None] = mapped_column(String(32), nullable=True)  # BackupStep
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     artifacts: Mapped[list[ArtifactRow]] = relationship(
@@ -111,17 +154,14 @@ class VerificationRow(Base):
     problems: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
 
 
-class ArtifactRecord(BaseModel):
-    name: str
-    key: str
-    content: str
-    codec: str
-    bytes: int
-    logical_bytes: int
-    sha256: str
-    seconds: float | None = None
+class ArtifactRecord(StoredArtifact):
+    """An artifact as the catalog knows it: the facts its manifest entry holds, plus what the
+    last verification found. Two models over one set of facts, because the manifest is the
+    commit marker written once into storage (and says which schema an archive holds), while
+    verification state changes and belongs to the catalog only."""
+
     verified_at: datetime | None = None
-    problem: str | None = None
+    problem: str | None = None  # the last verification's finding, None when it matched
 
 
 class BackupRecord(BaseModel):
@@ -139,7 +179,7 @@ class BackupRecord(BaseModel):
     manifest_key: str | None = None
     attempts: int = 0
     error: str | None = None
-    failed_step: str | None = None  # the step a failed backup died in: dump, store, verify...
+    failed_step: BackupStep | None = None  # the step a failed, locked or corrupt backup failed in
     flow_run_id: str | None = None
     artifacts: list[ArtifactRecord] = []
 
@@ -167,8 +207,38 @@ def _record(row: BackupRow) -> BackupRecord:
     return BackupRecord.model_validate(data)
 
 
+def _stored_from(manifest: Manifest) -> tuple[dict[str, Any], Callable[[Session, BackupRow], None]]:
+    """What a committed backup's row takes from its manifest: the one home of "record a
+    stored backup", for a backup that just committed and for one imported from storage."""
+    changes = {
+        "finished_at": manifest.finished_at,
+        "bytes_stored": sum(a.bytes for a in manifest.artifacts),
+        "bytes_logical": sum(a.logical_bytes for a in manifest.artifacts),
+        "manifest_key": manifest.key,
+    }
+    facts = set(StoredArtifact.model_fields)
+
+    def artifacts(_session: Session, row: BackupRow) -> None:
+        row.artifacts = [ArtifactRow(**a.model_dump(include=facts)) for a in manifest.artifacts]
+
+    return changes, artifacts
+
+
+def _record_checks(
+    row: BackupRow, checked_at: datetime, good: Iterable[str], bad: dict[str, str | None]
+) -> None:
+    """Each artifact a verification read: verified at `checked_at`, or its problem."""
+    good = set(good)
+    for artifact in row.artifacts:
+        if artifact.key in good:
+            artifact.verified_at, artifact.problem = checked_at, None
+        elif artifact.key in bad:
+            artifact.verified_at, artifact.problem = None, bad[artifact.key]
+
+
 class Catalog:
-    """The repository for backups, their artifacts and verifications."""
+    """The catalog's entry point (its engine and sessions, shared by DrillLog and
+    HealthHistory) and the repository of backups: lookups and named transitions."""
 
     def __init__(self, url: str, *, migrate_schema: bool = True):
         self.url = url
@@ -184,26 +254,30 @@ class Catalog:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
-    def _row(self, session: Session, backup_id: str) -> BackupRow:
+    @staticmethod
+    def _row(session: Session, backup_id: str) -> BackupRow:
         row = session.get(BackupRow, backup_id)
         if row is None:
             raise NotFoundError(f"unknown backup id {backup_id!r} (see `runbook backups list`)")
         return row
 
-    # backups
+    # --- transitions ---------------------------------------------------------------------------
 
-    def create_backup(
+    def start(
         self,
-        *,
         backup_id: str,
+        *,
         target: str,
         kind: str,
         storage: str,
         started_at: datetime,
         flow_run_id: str | None = None,
     ) -> BackupRecord:
-        with self.session() as session:
-            row = BackupRow(
+        """An attempt at a backup begins: a new row, or the next attempt of a failed one
+        (a retry after a transient fault), counted in `attempts`."""
+
+        def new() -> BackupRow:
+            return BackupRow(
                 id=backup_id,
                 target=target,
                 kind=kind,
@@ -213,19 +287,143 @@ class Catalog:
                 attempts=0,
                 flow_run_id=flow_run_id,
             )
-            session.add(row)
+
+        def next_attempt(_session: Session, row: BackupRow) -> None:
+            row.attempts = (row.attempts or 0) + 1
+
+        changes = {"started_at": started_at, "finished_at": None, "error": None}
+        return self._move(
+            backup_id, "start", {**changes, "failed_step": None}, new=new, edit=next_attempt
+        )
+
+    def mark_stored(self, backup_id: str, manifest: Manifest) -> BackupRecord:
+        """The attempt wrote its manifest: the backup exists, with the manifest's artifacts."""
+        changes, artifacts = _stored_from(manifest)
+        return self._move(backup_id, "mark_stored", changes, edit=artifacts)
+
+    def import_stored(self, manifest: Manifest, storage: str) -> BackupRecord:
+        """A committed backup found in storage that the catalog does not know, or knows as
+        deleted (storage wins): stored, and said to be unverified until it is read back."""
+        changes, artifacts = _stored_from(manifest)
+        changes |= {"deleted_at": None, "error": "imported from storage; not yet verified"}
+
+        def new() -> BackupRow:
+            return BackupRow(
+                id=manifest.backup_id,
+                target=manifest.target,
+                kind=manifest.kind,
+                status=BackupStatus.STORED,
+                started_at=manifest.started_at,
+                storage=storage,
+                attempts=0,
+            )
+
+        return self._move(manifest.backup_id, "import_stored", changes, new=new, edit=artifacts)
+
+    def mark_failed(
+        self, backup_id: str, step: BackupStep, error: str, *, at: datetime | None = None
+    ) -> BackupRecord:
+        """The attempt failed in `step` (its objects are already removed)."""
+        changes = {"finished_at": at or utcnow(), "error": error, "failed_step": step}
+        return self._move(backup_id, "mark_failed", changes)
+
+    def mark_locked(
+        self, backup_id: str, error: str, *, at: datetime | None = None
+    ) -> BackupRecord:
+        """Another backup of the target held its lock for longer than backup.lock_timeout."""
+        changes = {"finished_at": at or utcnow(), "error": error, "failed_step": BackupStep.LOCK}
+        return self._move(backup_id, "mark_locked", changes)
+
+    def mark_verified(
+        self, backup_id: str, *, started_at: datetime, finished_at: datetime, keys: Iterable[str]
+    ) -> BackupRecord:
+        """A verification read the artifacts `keys` back and each matched the manifest."""
+
+        def record(session: Session, row: BackupRow) -> None:
+            _record_checks(row, finished_at, keys, {})
+            session.add(
+                VerificationRow(
+                    backup_id=backup_id, started_at=started_at, finished_at=finished_at, ok=True
+                )
+            )
+
+        changes = {"verified_at": finished_at, "error": None, "failed_step": None}
+        return self._move(backup_id, "mark_verified", changes, edit=record)
+
+    def mark_corrupt(
+        self,
+        backup_id: str,
+        *,
+        started_at: datetime,
+        finished_at: datetime,
+        problems: list[dict[str, Any]],
+        good_keys: Iterable[str] = (),
+    ) -> BackupRecord:
+        """A verification found damage: `problems` are {key, problem, detail} (the first one
+        becomes the backup's error); the artifacts `good_keys` matched."""
+        if not problems:
+            raise ValueError("mark_corrupt needs at least one problem")
+
+        def record(session: Session, row: BackupRow) -> None:
+            _record_checks(row, finished_at, good_keys, {p["key"]: p["detail"] for p in problems})
+            session.add(
+                VerificationRow(
+                    backup_id=backup_id,
+                    started_at=started_at,
+                    finished_at=finished_at,
+                    ok=False,
+                    problems=json.dumps(problems),
+                )
+            )
+
+        first = problems[0]
+        changes = {
+            "error": f"{first['problem']}: {first['detail']}",
+            "failed_step": BackupStep.VERIFY,
+        }
+        return self._move(backup_id, "mark_corrupt", changes, edit=record)
+
+    def mark_deleting(self, backup_id: str) -> BackupRecord:
+        """Retention starts removing its objects: no longer listed as existing."""
+        return self._move(backup_id, "mark_deleting", {})
+
+    def mark_deleted(self, backup_id: str, *, at: datetime | None = None) -> BackupRecord:
+        """Its objects are gone from storage."""
+        return self._move(backup_id, "mark_deleted", {"deleted_at": at or utcnow()})
+
+    def _move(
+        self,
+        backup_id: str,
+        transition: str,
+        changes: dict[str, Any],
+        *,
+        new: Callable[[], BackupRow] | None = None,
+        edit: Callable[[Session, BackupRow], None] | None = None,
+    ) -> BackupRecord:
+        """One transition in one transaction, if the backup's status allows it; `new` makes
+        the row of an id the catalog does not know yet (for the transitions that may)."""
+        allowed, status = TRANSITIONS[transition]
+        with self.session() as session:
+            row = session.get(BackupRow, backup_id)
+            if row is None and new is not None:
+                row = new()
+                session.add(row)
+            elif row is None:
+                row = self._row(session, backup_id)  # raises NotFoundError
+            elif row.status not in allowed:
+                raise BackupTransitionError(
+                    f"backup {backup_id} is {row.status}: {transition} needs a "
+                    f"{' or '.join(sorted(allowed))} backup"
+                )
+            row.status = status
+            for column, value in changes.items():
+                setattr(row, column, value)
+            if edit is not None:
+                edit(session, row)
             session.flush()
             return _record(row)
 
-    def update_backup(self, backup_id: str, **fields: Any) -> BackupRecord:
-        with self.session() as session:
-            row = self._row(session, backup_id)
-            for name, value in fields.items():
-                if not hasattr(BackupRow, name) or name == "artifacts":
-                    raise AttributeError(f"backups has no column {name!r}")
-                setattr(row, name, value)
-            session.flush()
-            return _record(row)
+    # --- lookups -------------------------------------------------------------------------------
 
     def get_backup(self, backup_id: str) -> BackupRecord:
         with self.session() as session:
@@ -259,50 +457,6 @@ class Catalog:
     ) -> BackupRecord | None:
         found = self.list_backups(target=target, statuses=statuses, limit=1)
         return found[0] if found else None
-
-    # artifacts
-
-    def add_artifact(self, backup_id: str, artifact: ArtifactRecord) -> None:
-        with self.session() as session:
-            row = self._row(session, backup_id)
-            row.artifacts.append(ArtifactRow(**artifact.model_dump()))
-
-    def clear_artifacts(self, backup_id: str) -> None:
-        with self.session() as session:
-            self._row(session, backup_id)
-            session.execute(delete(ArtifactRow).where(ArtifactRow.backup_id == backup_id))
-
-    def record_artifact_check(
-        self, backup_id: str, key: str, *, verified_at: datetime | None, problem: str | None
-    ) -> None:
-        with self.session() as session:
-            for artifact in self._row(session, backup_id).artifacts:
-                if artifact.key == key:
-                    artifact.verified_at = verified_at
-                    artifact.problem = problem
-
-    # verifications
-
-    def add_verification(
-        self,
-        backup_id: str,
-        *,
-        started_at: datetime,
-        finished_at: datetime,
-        ok: bool,
-        problems: list[dict[str, Any]],
-    ) -> None:
-        with self.session() as session:
-            self._row(session, backup_id)
-            session.add(
-                VerificationRow(
-                    backup_id=backup_id,
-                    started_at=started_at,
-                    finished_at=finished_at,
-                    ok=ok,
-                    problems=json.dumps(problems),
-                )
-            )
 
     def verifications(self, backup_id: str) -> list[VerificationRecord]:
         query = (

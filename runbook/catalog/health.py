@@ -1,9 +1,13 @@
-"""Health history: one row per check per run with its failing streak, the runs themselves, and
-the small state checks keep between runs (log offsets).
+"""Health history: the runs of the health flow, one row per check per run with its failing
+streak, and the small state checks keep between runs (log offsets).
+
+A run moves running -> ok | unknown | warn | critical (the worst status of its checks):
+`start` records it, `record` adds its checks while it runs, `finish` gives its verdict.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 from datetime import datetime
 from typing import Any
@@ -20,11 +24,31 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import (
     Mapped,
+    Session,
     mapped_column,
 )
 
 from runbook.catalog.backups import Catalog
 from runbook.catalog.db import Base, UTCDateTime, utcnow
+from runbook.errors import NotFoundError
+from runbook.health import CheckResult, Status, Tracked
+
+
+class HealthRunStatus(enum.StrEnum):
+    RUNNING = "running"  # started; a run the flow never finished stays here
+    OK = "ok"
+    UNKNOWN = "unknown"
+    WARN = "warn"
+    CRITICAL = "critical"
+
+    @classmethod
+    def of(cls, status: Status) -> HealthRunStatus:
+        """A finished run's status: the worst status of its checks."""
+        return cls(status.value)
+
+
+class HealthRunTransitionError(RuntimeError):
+    """A transition the run's status does not allow (a bug, not an operator mistake)."""
 
 
 class HealthRunRow(Base):
@@ -75,60 +99,124 @@ class StateRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class StoredCheck(BaseModel):
+class HealthRun(BaseModel):
+    id: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: HealthRunStatus
+    severity: str | None = None  # P1-P4, None when every check was ok
+    kinds: list[str] = []  # the check kinds it ran; empty: every kind
+    flow_run_id: str | None = None
+
+
+class StoredCheck(CheckResult):
+    """A check result as the history keeps it: in which run, when, and its failing streak.
+    The catalog keeps no unit: a stored check reads back with unit ''."""
+
     run_id: str
     at: datetime
-    check: str
-    target: str
-    status: str
-    value: Any = None
-    threshold: str | None = None
-    message: str = ""
-    duration: float = 0.0
-    streak: int = 0
-    notified: bool = False
+    streak: int = 0  # consecutive failing runs, this one included (0 when ok)
+    notified: bool = False  # this failing episode has been notified
+
+    @classmethod
+    def of(cls, tracked: Tracked, run_id: str, at: datetime) -> StoredCheck:
+        return cls(
+            **dict(tracked.result),
+            run_id=run_id,
+            at=at,
+            streak=tracked.streak,
+            notified=tracked.notified,
+        )
+
+
+# The row <-> model mapping follows the table's columns: a column added to check_results (and
+# to StoredCheck) is stored and read back without touching this code.
+_RESULT_COLUMNS = frozenset(c.key for c in CheckResultRow.__table__.columns) - {"id"}
+
+
+def _result_row(check: StoredCheck) -> CheckResultRow:
+    data = check.model_dump(include=_RESULT_COLUMNS)
+    data["value"] = json.dumps(check.value) if check.value is not None else None
+    return CheckResultRow(**data)
 
 
 def _stored(row: CheckResultRow) -> StoredCheck:
-    return StoredCheck(
-        run_id=row.run_id,
-        at=row.at,
-        check=row.check,
-        target=row.target,
-        status=row.status,
-        value=json.loads(row.value) if row.value is not None else None,
-        threshold=row.threshold,
-        message=row.message,
-        duration=row.duration,
-        streak=row.streak,
-        notified=row.notified,
-    )
+    data = {key: getattr(row, key) for key in _RESULT_COLUMNS}
+    data["value"] = json.loads(row.value) if row.value is not None else None
+    return StoredCheck.model_validate(data)
+
+
+def _run(row: HealthRunRow) -> HealthRun:
+    data = {c.key: getattr(row, c.key) for c in HealthRunRow.__table__.columns}
+    data["kinds"] = row.kinds.split(",") if row.kinds else []
+    return HealthRun.model_validate(data)
 
 
 class HealthHistory:
-    """Health runs, check results with their failing streaks, and check state."""
+    """Health runs with their checks (and failing streaks), and the state checks keep."""
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
 
-    def start_run(
-        self, run_id: str, started_at: datetime, kinds: list[str], flow_run_id: str | None
-    ) -> None:
-        with self.catalog.session() as session:
-            session.add(
-                HealthRunRow(
-                    id=run_id,
-                    started_at=started_at,
-                    status="running",
-                    kinds=",".join(kinds),
-                    flow_run_id=flow_run_id,
-                )
-            )
+    @staticmethod
+    def _run_row(session: Session, run_id: str) -> HealthRunRow:
+        row = session.get(HealthRunRow, run_id)
+        if row is None:
+            raise NotFoundError(f"unknown health run id {run_id!r}")
+        return row
 
-    def finish_run(self, run_id: str, status: str, severity: str | None) -> None:
+    @classmethod
+    def _running_row(cls, session: Session, run_id: str, doing: str) -> HealthRunRow:
+        row = cls._run_row(session, run_id)
+        if row.status != HealthRunStatus.RUNNING:
+            raise HealthRunTransitionError(
+                f"cannot {doing} health run {run_id!r}: it is {row.status} already"
+            )
+        return row
+
+    # --- a run's transitions ---------------------------------------------------------------
+
+    def start(
+        self, run_id: str, started_at: datetime, kinds: list[str], flow_run_id: str | None
+    ) -> HealthRun:
+        """Record a run as running; `kinds` empty means every kind."""
         with self.catalog.session() as session:
-            row = session.get(HealthRunRow, run_id)
-            row.status, row.severity, row.finished_at = status, severity, utcnow()
+            if session.get(HealthRunRow, run_id) is not None:
+                raise HealthRunTransitionError(f"health run {run_id!r} was already started")
+            row = HealthRunRow(
+                id=run_id,
+                started_at=started_at,
+                status=HealthRunStatus.RUNNING,
+                kinds=",".join(kinds),
+                flow_run_id=flow_run_id,
+            )
+            session.add(row)
+            session.flush()
+            return _run(row)
+
+    def record(self, run_id: str, at: datetime, tracked: list[Tracked]) -> list[StoredCheck]:
+        """Keep a running run's check results with their failing streaks."""
+        stored = [StoredCheck.of(t, run_id, at) for t in tracked]
+        with self.catalog.session() as session:
+            self._running_row(session, run_id, "record checks of")
+            session.add_all(_result_row(check) for check in stored)
+        return stored
+
+    def finish(self, run_id: str, status: Status, severity: str | None) -> HealthRun:
+        """A running run's verdict: the worst status of its checks and its severity."""
+        with self.catalog.session() as session:
+            row = self._running_row(session, run_id, "finish")
+            row.status = HealthRunStatus.of(status)
+            row.severity = severity
+            row.finished_at = utcnow()
+            session.flush()
+            return _run(row)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def run(self, run_id: str) -> HealthRun:
+        with self.catalog.session() as session:
+            return _run(self._run_row(session, run_id))
 
     def last_results(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], StoredCheck]:
         """The newest stored result of each (check, target)."""
@@ -149,26 +237,8 @@ class HealthHistory:
                     break
         return found
 
-    def add_results(self, run_id: str, at: datetime, results: list[StoredCheck]) -> None:
-        with self.catalog.session() as session:
-            for r in results:
-                session.add(
-                    CheckResultRow(
-                        run_id=run_id,
-                        at=at,
-                        check=r.check,
-                        target=r.target,
-                        status=r.status,
-                        value=json.dumps(r.value) if r.value is not None else None,
-                        threshold=r.threshold,
-                        message=r.message,
-                        duration=r.duration,
-                        streak=r.streak,
-                        notified=r.notified,
-                    )
-                )
-
     def history(self, check: str, target: str, limit: int = 50) -> list[StoredCheck]:
+        """One check of one target, newest first."""
         with self.catalog.session() as session:
             rows = session.scalars(
                 select(CheckResultRow)
@@ -177,6 +247,8 @@ class HealthHistory:
                 .limit(limit)
             )
             return [_stored(row) for row in rows]
+
+    # --- state checks keep between runs ----------------------------------------------------
 
     def get_state(self, key: str) -> dict[str, Any]:
         with self.catalog.session() as session:

@@ -2,7 +2,11 @@
 
 `create_backup` writes the artifacts and the manifest of one target and knows nothing of the
 catalog; `run_backup` wraps it with the per-target lock and the catalog's record
-(running -> stored, or failed / locked). Verification is tasks/integrity.py.
+(running -> stored, or failed / locked). Verification is tasks/backups/verify.py.
+
+Each part of a backup runs inside `step(BackupStep...)`, which names the step on an exception
+that leaves it (the innermost step wins), so a failed backup records where it failed beside
+its error without changing the exception its caller sees.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from runbook import __version__
-from runbook.catalog import BackupRecord, BackupStatus, Catalog, utcnow
+from runbook.catalog import BackupRecord, BackupStep, Catalog, utcnow
 from runbook.config import (
     TARGET_KIND,
     BackupSettings,
@@ -41,10 +46,39 @@ from runbook.manifest import (
     manifest_key,
 )
 from runbook.secrets import redact, split_dsn, target_secrets
-from runbook.storage import Storage
+from runbook.storage import Storage, StorageError
 from runbook.streams import ProcessStream, ZstdEncoder
+from runbook.systems.pg_tools import client_env, pick_binary
+from runbook.systems.postgres import (
+    connect,
+    exact_row_counts,
+    exported_snapshot,
+    schema_facts,
+    schema_fingerprint,
+    server_facts,
+)
+from runbook.systems.redis import redis_facts, stream_rdb
 
 log = logging.getLogger("runbook.backup")
+
+_STEP = "backup_step"  # the attribute an exception carries its step in
+
+
+@contextmanager
+def step(name: BackupStep) -> Iterator[None]:
+    """An exception leaving this block failed in step `name`, unless a step inside it named
+    the exception first."""
+    try:
+        yield
+    except BaseException as exc:
+        if getattr(exc, _STEP, None) is None:
+            setattr(exc, _STEP, name)
+        raise
+
+
+def failed_step(exc: BaseException, default: BackupStep) -> BackupStep:
+    """The step an exception left, `default` when it left none."""
+    return getattr(exc, _STEP, None) or default
 
 
 # --- one artifact --------------------------------------------------------------------------
@@ -59,16 +93,23 @@ def store_artifact(
     settings: BackupSettings,
     schema_name: str | None = None,
 ) -> ManifestArtifact:
-    """Compress, hash and store one stream; the put commits only if the stream ended cleanly."""
+    """Compress, hash and store one stream; the put commits only if the stream ended cleanly.
+    The storage's own errors fail the step `store`; any other error came out of the stream
+    (the dump or its compression) and fails `dump`."""
     started = time.monotonic()
     encoder = ZstdEncoder(
         chunks, level=settings.compression_level, threads=settings.compression_threads
     )
-    info = storage.put(key, encoder)
+    try:
+        info = storage.put(key, encoder)
+    except StorageError as exc:
+        setattr(exc, _STEP, BackupStep.STORE)
+        raise
     if info.size != encoder.stored_bytes:
-        raise PermanentError(
-            f"{key}: storage reports {info.size} bytes but {encoder.stored_bytes} were written"
-        )
+        with step(BackupStep.STORE):
+            raise PermanentError(
+                f"{key}: storage reports {info.size} bytes but {encoder.stored_bytes} were written"
+            )
     return ManifestArtifact(
         name=name,
         key=key,
@@ -98,23 +139,15 @@ def dump_postgres(
     """pg_dump -Fc of the whole database and of each configured schema, all in one snapshot;
     exact row counts per table taken in that same snapshot first (a parallel seq scan: a
     fraction of the dump's time, and cheaper than competing with pg_dump for the cores)."""
-    from runbook.systems.pg_tools import client_env, pick_binary
-    from runbook.systems.postgres import (
-        connect,
-        exact_row_counts,
-        exported_snapshot,
-        schema_facts,
-        schema_fingerprint,
-        server_facts,
-    )
-
     dsn = target.dsn.get_secret_value()
     _, password = split_dsn(dsn)
     timings: dict[str, float] = {}
     started = time.monotonic()
-    with connect(dsn, connect_timeout=target.connect_timeout.total_seconds()) as conn:
-        facts = server_facts(conn)
-    pg_dump = pick_binary("pg_dump", facts["server_major"], target.bin_dir)
+    with step(BackupStep.CONNECT):
+        with connect(dsn, connect_timeout=target.connect_timeout.total_seconds()) as conn:
+            facts = server_facts(conn)
+    with step(BackupStep.DUMP):
+        pg_dump = pick_binary("pg_dump", facts["server_major"], target.bin_dir)
     log.info(
         "target %s: PostgreSQL %s, using %s",
         target.name,
@@ -124,9 +157,12 @@ def dump_postgres(
     conninfo, env = client_env(dsn)
     artifacts: list[ManifestArtifact] = []
 
-    with exported_snapshot(
-        dsn, target.connect_timeout.total_seconds(), settings.table_lock_timeout.total_seconds()
-    ) as (conn, snapshot):
+    with (
+        step(BackupStep.SNAPSHOT),
+        exported_snapshot(
+            dsn, target.connect_timeout.total_seconds(), settings.table_lock_timeout.total_seconds()
+        ) as (conn, snapshot),
+    ):
         schema = schema_facts(conn)
         present = {t["schema"] for t in schema["tables"]} | _schemas(conn)
         missing = [s for s in target.schemas if s not in present]
@@ -154,14 +190,16 @@ def dump_postgres(
             ]
             if schema_name:
                 argv.append(f"--schema={schema_name}")
-            stream = ProcessStream(
-                argv,
-                env=env,
-                timeout=settings.timeout.total_seconds(),
-                name="pg_dump",
-                redact=[password] if password else [],
-            )
-            with stream:
+            with (
+                step(BackupStep.DUMP),
+                ProcessStream(
+                    argv,
+                    env=env,
+                    timeout=settings.timeout.total_seconds(),
+                    name="pg_dump",
+                    redact=[password] if password else [],
+                ) as stream,
+            ):
                 artifact = store_artifact(
                     storage,
                     artifact_key(target.name, backup_id, name, "pg_dump-custom"),
@@ -196,9 +234,8 @@ def dump_redis(
     target: RedisTarget, storage: Storage, backup_id: str, settings: BackupSettings
 ) -> Dumped:
     """An RDB snapshot streamed over the replication protocol, as `redis-cli --rdb` takes it."""
-    from runbook.systems.redis import redis_facts, stream_rdb
-
-    facts = redis_facts(target)
+    with step(BackupStep.CONNECT):
+        facts = redis_facts(target)
     artifact = store_artifact(
         storage,
         artifact_key(target.name, backup_id, "dump", "redis-rdb"),
@@ -233,7 +270,8 @@ def dump_files(
     """A tar of the configured paths (runbook 004's config backup), streamed."""
     missing = [str(p) for p in target.paths if not p.exists() and not p.is_symlink()]
     if missing:
-        raise PermanentError(f"target {target.name}: path {missing[0]} does not exist")
+        with step(BackupStep.CONNECT):
+            raise PermanentError(f"target {target.name}: path {missing[0]} does not exist")
     stats: dict[str, int] = {"files": 0, "bytes": 0}
     chunks = stream_tar(target.paths, target.exclude, stats)
     artifact = store_artifact(
@@ -361,21 +399,24 @@ def create_backup(
     started_at: datetime,
 ) -> Manifest:
     """Write every artifact, then the manifest (the commit marker). On any failure, remove
-    what this attempt stored and re-raise."""
+    what this attempt stored and re-raise: the exception names the step it failed in
+    (`failed_step`), `dump` unless a step inside named another."""
     try:
-        dumped = DUMPERS[type(target)](target, storage, backup_id, settings)
-        manifest = Manifest(
-            backup_id=backup_id,
-            target=target.name,
-            kind=TARGET_KIND[type(target)],
-            started_at=started_at,
-            finished_at=utcnow(),
-            artifacts=dumped.artifacts,
-            source=dumped.source,
-            timings=dumped.timings,
-            tools={"runbook": __version__, **dumped.tools},
-        )
-        storage.put_bytes(manifest_key(target.name, backup_id), manifest.to_json())
+        with step(BackupStep.DUMP):
+            dumped = DUMPERS[type(target)](target, storage, backup_id, settings)
+        with step(BackupStep.MANIFEST):
+            manifest = Manifest(
+                backup_id=backup_id,
+                target=target.name,
+                kind=TARGET_KIND[type(target)],
+                started_at=started_at,
+                finished_at=utcnow(),
+                artifacts=dumped.artifacts,
+                source=dumped.source,
+                timings=dumped.timings,
+                tools={"runbook": __version__, **dumped.tools},
+            )
+            storage.put_bytes(manifest_key(target.name, backup_id), manifest.to_json())
         return manifest
     except BaseException:
         discard_objects(storage, target.name, backup_id)
@@ -412,71 +453,32 @@ def run_backup(
     *,
     flow_run_id: str | None = None,
 ) -> BackupOutcome:
-    """Take the target's lock, record the attempt, create the backup, record the outcome.
+    """Record the attempt, take the target's lock, create the backup, record the outcome.
 
     A lock held by another run for longer than `backup.lock_timeout` ends as status
-    `locked`. Other failures are recorded as `failed` and re-raised so the caller can decide
-    whether to retry (TransientError) or not.
+    `locked`. Other failures are recorded as `failed` with the step they failed in, and
+    re-raised so the caller can decide whether to retry (TransientError) or not.
     """
     started_at = utcnow()
-    try:
-        record = catalog.get_backup(backup_id)
-    except Exception:
-        record = catalog.create_backup(
-            backup_id=backup_id,
-            target=target.name,
-            kind=TARGET_KIND[type(target)],
-            storage=storage.describe(),
-            started_at=started_at,
-            flow_run_id=flow_run_id,
-        )
-    attempt = record.attempts + 1
-    catalog.update_backup(
+    catalog.start(
         backup_id,
-        status=BackupStatus.RUNNING,
-        attempts=attempt,
-        error=None,
+        target=target.name,
+        kind=TARGET_KIND[type(target)],
+        storage=storage.describe(),
         started_at=started_at,
-        finished_at=None,
+        flow_run_id=flow_run_id,
     )
-    secrets = target_secrets(target)
     try:
         with named_lock(
             config.catalog, f"backup-{target.name}", config.backup.lock_timeout.total_seconds()
         ) as waited:
             manifest = create_backup(target, storage, backup_id, config.backup, started_at)
     except LockTimeout as exc:
-        record = catalog.update_backup(
-            backup_id,
-            status=BackupStatus.LOCKED,
-            finished_at=utcnow(),
-            error=f"another backup of target {target.name!r} is running: {exc}",
-        )
-        return BackupOutcome(record, None)
+        error = f"another backup of target {target.name!r} is running: {exc}"
+        return BackupOutcome(catalog.mark_locked(backup_id, error), None)
     except BaseException as exc:
-        catalog.update_backup(
-            backup_id,
-            status=BackupStatus.FAILED,
-            finished_at=utcnow(),
-            error=redact(f"{type(exc).__name__}: {exc}", secrets)[:4000],
-        )
+        error = redact(f"{type(exc).__name__}: {exc}", target_secrets(target))[:4000]
+        # create_backup names the step it failed in; what else fails here is the lock
+        catalog.mark_failed(backup_id, failed_step(exc, BackupStep.LOCK), error)
         raise
-    catalog.clear_artifacts(backup_id)
-    from runbook.catalog import ArtifactRecord
-
-    for artifact in manifest.artifacts:
-        catalog.add_artifact(
-            backup_id, ArtifactRecord.model_validate(artifact.model_dump(exclude={"schema_name"}))
-        )
-    record = catalog.update_backup(
-        backup_id,
-        status=BackupStatus.STORED,
-        finished_at=manifest.finished_at,
-        bytes_stored=sum(a.bytes for a in manifest.artifacts),
-        bytes_logical=sum(a.logical_bytes for a in manifest.artifacts),
-        manifest_key=manifest.key,
-    )
-    return BackupOutcome(record, manifest, waited)
-
-
-# --- the Prefect task ----------------------------------------------------------------------
+    return BackupOutcome(catalog.mark_stored(backup_id, manifest), manifest, waited)

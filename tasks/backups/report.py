@@ -14,7 +14,8 @@ from runbook.markdown import (
 
 
 def backup_report_markdown(records: list[BackupRecord]) -> str:
-    """One row per artifact; a failed backup's error in a list under the table."""
+    """One row per artifact; a failed backup's error, with the step it failed in, in a list
+    under the table."""
     rows = backup_rows(records, lambda text, ok: text if ok else bold(text))
     errors = [(row[0], row[1], row[-1]) for row in rows if row[-1]]
     good = sum(1 for r in records if r.status.value == "verified")
@@ -29,6 +30,7 @@ def backup_report_markdown(records: list[BackupRecord]) -> str:
 
 
 def verification_report_markdown(reports: list[Any]) -> str:
+    """One row per artifact read back; what to do about each damaged one under the table."""
     rows = []
     for report in reports:
         for check in report.artifacts:
@@ -45,11 +47,19 @@ def verification_report_markdown(reports: list[Any]) -> str:
             )
     good = sum(1 for r in reports if r.ok)
     head = f"# Verification: {good} of {len(reports)} backups match their manifests\n\n"
-    return head + markdown_table(
+    text = head + markdown_table(
         ["target", "backup", "key", "result", "problem", "read", "detail"],
         rows,
         [None, None, 40, None, None, None, 40],
     )
+    remedies = [
+        f"- {report.target} `{report.backup_id}`, {check.problem}: {cell(check.remedy)}"
+        for report in reports
+        for check in report.problems
+    ]
+    if remedies:
+        text += "\n\n## What to do\n\n" + "\n".join(dict.fromkeys(remedies))
+    return text
 
 
 def retention_report_markdown(summary: Any) -> str:

@@ -1,7 +1,9 @@
 """Retention planning as a pure function (modelled on restic's ApplyPolicy).
 
-`plan_retention` decides keep/delete for every backup of every target, with a reason each; it
-does no I/O. Deleting is a separate step that acts on the plan.
+`plan_retention` decides keep/delete for every backup of every target, with a reason each, and
+`plan_garbage` decides import/delete/keep for every backup folder in storage the catalog does
+not track; both do no I/O. Applying is a separate step that acts on a plan and has no dry-run
+mode of its own: a dry run is the plan, not applied (see flows/retention.py).
 
 Rules, per target, by recorded time (finished_at, else started_at), never by name or id:
 
@@ -25,17 +27,19 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from runbook.catalog import ArtifactRecord, BackupStatus, Catalog, utcnow
+from pydantic import BaseModel, ConfigDict
+
+from runbook.catalog import BackupStatus, Catalog
 from runbook.config import Retention
-from runbook.errors import NotFoundError
+from runbook.formatting import human_duration
 from runbook.manifest import MANIFEST_NAME, backup_prefix, read_manifest
 from runbook.storage import ObjectInfo, Storage, StorageError
 from tasks.backups.dump import discard_objects
 
 log = logging.getLogger("runbook.retention")
 
-VERIFIED = "verified"
-STATUSES = frozenset({"verified", "stored", "corrupt", "failed", "running", "locked", "deleting"})
+VERIFIED = BackupStatus.VERIFIED.value
+STATUSES = frozenset(s.value for s in BackupStatus) - {BackupStatus.DELETED.value}
 
 Action = Literal["keep", "delete"]
 
@@ -54,30 +58,18 @@ class RetentionCandidate:
         return self.finished_at if self.finished_at is not None else self.started_at
 
 
-@dataclass(frozen=True)
-class RetentionDecision:
+class RetentionDecision(BaseModel):
+    """Keep or delete one backup, and why: the plan's line, the retention summary's and
+    `runbook retention --json`'s."""
+
+    model_config = ConfigDict(frozen=True)
+
     id: str
     target: str
     status: str
     at: datetime  # the recorded time used (finished_at or started_at)
     action: Action
     reasons: tuple[str, ...]
-
-
-def format_duration(value: timedelta) -> str:
-    """timedelta(hours=36) -> '1d12h'; timedelta(minutes=30) -> '30m'; zero -> '0s'."""
-    total_ms = round(value.total_seconds() * 1000)
-    sign = "-" if total_ms < 0 else ""
-    total_ms = abs(total_ms)
-    seconds, ms = divmod(total_ms, 1000)
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    if ms:
-        parts.append(f"{ms}ms")
-    return sign + ("".join(parts) or "0s")
 
 
 def _sort_key(candidate: RetentionCandidate) -> tuple[datetime, datetime, str]:
@@ -129,7 +121,7 @@ def _judge_by_age(
     candidate: RetentionCandidate, now: datetime, grace: timedelta
 ) -> tuple[Action, str]:
     older = now - candidate.at > grace
-    grace_text = format_duration(grace)
+    grace_text = human_duration(grace, exact=True)
     status = candidate.status
     if status == "deleting":
         return "delete", "deleting, resume the earlier deletion"
@@ -216,8 +208,91 @@ def summarize(decisions: Iterable[RetentionDecision]) -> dict[str, dict[str, int
     return counts
 
 
-# --- applying a plan (I/O) -----------------------------------------------------------------
-# Kept apart from the pure planner above: only these functions touch the catalog and storage.
+# --- garbage: backup folders in storage the catalog does not track --------------------------
+
+
+@dataclass(frozen=True)
+class Orphan:
+    target: str
+    backup_id: str
+    objects: int
+    newest: datetime
+    committed: bool  # a manifest exists
+
+
+class GarbageAction(BaseModel):
+    target: str
+    backup_id: str
+    action: Literal["import", "delete", "keep"]
+    reason: str
+
+
+@dataclass
+class GarbageReport:
+    """What garbage collection did (or, for a plan not applied, would do); the retention
+    summary's `garbage`."""
+
+    incomplete_uploads: int = 0
+    orphans_deleted: list[str] = field(default_factory=list)
+    orphans_imported: list[str] = field(default_factory=list)
+    orphans_kept: list[str] = field(default_factory=list)
+
+
+class GarbagePlan(BaseModel):
+    """Leftovers of runs that died: unfinished uploads started before `cutoff`, and what to do
+    with each backup folder the catalog does not track."""
+
+    cutoff: datetime
+    actions: list[GarbageAction] = []
+
+    def report(self, incomplete_uploads: int = 0) -> GarbageReport:
+        """The report of carrying this plan out (`incomplete_uploads` removed on the way)."""
+        report = GarbageReport(incomplete_uploads=incomplete_uploads)
+        lists = {
+            "import": report.orphans_imported,
+            "delete": report.orphans_deleted,
+            "keep": report.orphans_kept,
+        }
+        for action in self.actions:
+            lists[action.action].append(action.backup_id)
+        return report
+
+
+def plan_garbage(orphans: Iterable[Orphan], now: datetime, grace: timedelta) -> GarbagePlan:
+    """Committed folders are imported (storage wins), uncommitted ones deleted once their newest
+    object is older than grace (a backup may still be writing a younger one)."""
+    _require_aware(now, "now")
+    cutoff = now - grace
+    grace_text = human_duration(grace, exact=True)
+    actions = []
+    for orphan in orphans:
+        if orphan.committed:
+            action, reason = "import", "its manifest is in storage: storage wins"
+        elif orphan.newest < cutoff:
+            action, reason = "delete", f"no manifest, older than grace {grace_text}"
+        else:
+            action, reason = "keep", f"no manifest, within grace {grace_text}"
+        actions.append(
+            GarbageAction(
+                target=orphan.target, backup_id=orphan.backup_id, action=action, reason=reason
+            )
+        )
+    return GarbagePlan(cutoff=cutoff, actions=actions)
+
+
+class RetentionPlan(BaseModel):
+    """Everything a retention run would change, with a reason each."""
+
+    decisions: list[RetentionDecision]
+    garbage: GarbagePlan
+
+    @property
+    def deletions(self) -> list[RetentionDecision]:
+        return [d for d in self.decisions if d.action == "delete"]
+
+
+# --- the facts a plan is made of, and applying it (I/O) ------------------------------------
+# Kept apart from the pure planners above: only these functions touch the catalog and storage.
 
 
 def candidates_from_catalog(
@@ -235,54 +310,6 @@ def candidates_from_catalog(
         for r in catalog.list_backups()
         if wanted is None or r.target in wanted
     ]
-
-
-def delete_backup(catalog: Catalog, storage: Storage, backup_id: str) -> int:
-    """Mark deleting (no longer listed as existing), delete its objects (manifest first),
-    then mark deleted. A crash in between leaves a `deleting` row that the next run resumes,
-    never a row that claims objects which are gone."""
-    record = catalog.get_backup(backup_id)
-    catalog.update_backup(backup_id, status=BackupStatus.DELETING)
-    removed = discard_objects(storage, record.target, backup_id)
-    leftover = list(storage.list(backup_prefix(record.target, backup_id)))
-    if leftover:
-        raise StorageError(
-            f"backup {backup_id}: {len(leftover)} object(s) could not be deleted "
-            f"(first: {leftover[0].key}); it stays 'deleting' and the next run retries"
-        )
-    catalog.update_backup(backup_id, status=BackupStatus.DELETED, deleted_at=utcnow())
-    return removed
-
-
-def apply_retention(
-    catalog: Catalog, storage: Storage, decisions: Iterable[RetentionDecision]
-) -> list[str]:
-    """Delete what the plan says to delete; returns the deleted ids. Re-checks, just before
-    each deletion, that it is not the newest verified backup of its target."""
-    deleted = []
-    for decision in decisions:
-        if decision.action != "delete":
-            continue
-        newest = catalog.latest_backup(decision.target)
-        if newest is not None and newest.id == decision.id:
-            log.error(
-                "refusing to delete %s: it is the newest verified backup of %s",
-                decision.id,
-                decision.target,
-            )
-            continue
-        delete_backup(catalog, storage, decision.id)
-        deleted.append(decision.id)
-    return deleted
-
-
-@dataclass(frozen=True)
-class Orphan:
-    target: str
-    backup_id: str
-    objects: int
-    newest: datetime
-    committed: bool  # a manifest exists
 
 
 def find_orphans(catalog: Catalog, storage: Storage) -> list[Orphan]:
@@ -310,63 +337,76 @@ def find_orphans(catalog: Catalog, storage: Storage) -> list[Orphan]:
     return orphans
 
 
-def import_backup(catalog: Catalog, storage: Storage, target: str, backup_id: str) -> None:
-    """Record a committed backup found in storage (storage wins over the catalog); it is
-    listed as stored until verification reads it back."""
-    manifest = read_manifest(storage, target, backup_id)
-    try:
-        catalog.get_backup(backup_id)
-        catalog.update_backup(backup_id, status=BackupStatus.STORED, deleted_at=None)
-    except NotFoundError:
-        catalog.create_backup(
-            backup_id=backup_id,
-            target=target,
-            kind=manifest.kind,
-            storage=storage.describe(),
-            started_at=manifest.started_at,
-        )
-    catalog.clear_artifacts(backup_id)
-    for artifact in manifest.artifacts:
-        catalog.add_artifact(
-            backup_id, ArtifactRecord.model_validate(artifact.model_dump(exclude={"schema_name"}))
-        )
-    catalog.update_backup(
-        backup_id,
-        status=BackupStatus.STORED,
-        finished_at=manifest.finished_at,
-        manifest_key=manifest.key,
-        error="imported from storage; not yet verified",
-        bytes_stored=sum(a.bytes for a in manifest.artifacts),
-        bytes_logical=sum(a.logical_bytes for a in manifest.artifacts),
+def make_plan(
+    catalog: Catalog,
+    storage: Storage,
+    policy: Retention,
+    targets: Iterable[str] | None,
+    now: datetime,
+    tz: str = "UTC",
+) -> RetentionPlan:
+    """Read what the catalog and storage hold now and plan: backups of `targets` (None: all)
+    by `policy`, garbage across the whole storage."""
+    return RetentionPlan(
+        decisions=plan_retention(candidates_from_catalog(catalog, targets), policy, now, tz),
+        garbage=plan_garbage(find_orphans(catalog, storage), now, policy.grace),
     )
 
 
-@dataclass
-class GarbageReport:
-    incomplete_uploads: int = 0
-    orphans_deleted: list[str] = field(default_factory=list)
-    orphans_imported: list[str] = field(default_factory=list)
-    orphans_kept: list[str] = field(default_factory=list)
+def delete_backup(catalog: Catalog, storage: Storage, backup_id: str) -> int:
+    """Mark deleting (no longer listed as existing), delete its objects (manifest first),
+    then mark deleted. A crash in between leaves a `deleting` row that the next run resumes,
+    never a row that claims objects which are gone."""
+    record = catalog.get_backup(backup_id)
+    if record.status == BackupStatus.DELETED:
+        return 0  # an earlier attempt of this step deleted it
+    catalog.mark_deleting(backup_id)
+    removed = discard_objects(storage, record.target, backup_id)
+    leftover = list(storage.list(backup_prefix(record.target, backup_id)))
+    if leftover:
+        raise StorageError(
+            f"backup {backup_id}: {len(leftover)} object(s) could not be deleted "
+            f"(first: {leftover[0].key}); it stays 'deleting' and the next run retries"
+        )
+    catalog.mark_deleted(backup_id)
+    return removed
 
 
-def collect_garbage(
-    catalog: Catalog, storage: Storage, now: datetime, grace: timedelta, *, apply: bool
-) -> GarbageReport:
-    """Leftovers of runs that died: unfinished uploads, and uncommitted backup folders the
-    catalog does not track, once older than grace. Committed ones are imported, not deleted."""
-    report = GarbageReport()
-    cutoff = now - grace
-    if apply:
-        report.incomplete_uploads = storage.cleanup_incomplete(cutoff)
-    for orphan in find_orphans(catalog, storage):
-        if orphan.committed:
-            if apply:
-                import_backup(catalog, storage, orphan.target, orphan.backup_id)
-            report.orphans_imported.append(orphan.backup_id)
-        elif orphan.newest < cutoff:
-            if apply:
-                discard_objects(storage, orphan.target, orphan.backup_id)
-            report.orphans_deleted.append(orphan.backup_id)
-        else:
-            report.orphans_kept.append(orphan.backup_id)
-    return report
+def apply_retention(
+    catalog: Catalog, storage: Storage, decisions: Iterable[RetentionDecision]
+) -> list[str]:
+    """Delete what the plan says to delete; returns the deleted ids. Re-checks, just before
+    each deletion, that it is not the newest verified backup of its target."""
+    deleted = []
+    for decision in decisions:
+        if decision.action != "delete":
+            continue
+        newest = catalog.latest_backup(decision.target)
+        if newest is not None and newest.id == decision.id:
+            log.error(
+                "refusing to delete %s: it is the newest verified backup of %s",
+                decision.id,
+                decision.target,
+            )
+            continue
+        delete_backup(catalog, storage, decision.id)
+        deleted.append(decision.id)
+    return deleted
+
+
+def import_backup(catalog: Catalog, storage: Storage, target: str, backup_id: str) -> None:
+    """Record a committed backup found in storage (storage wins over the catalog); it is
+    listed as stored until verification reads it back."""
+    catalog.import_stored(read_manifest(storage, target, backup_id), storage.describe())
+
+
+def collect_garbage(catalog: Catalog, storage: Storage, plan: GarbagePlan) -> GarbageReport:
+    """Carry out a garbage plan: remove unfinished uploads older than its cutoff, import the
+    committed folders, delete the uncommitted ones it lets go."""
+    removed = storage.cleanup_incomplete(plan.cutoff)
+    for item in plan.actions:
+        if item.action == "import":
+            import_backup(catalog, storage, item.target, item.backup_id)
+        elif item.action == "delete":
+            discard_objects(storage, item.target, item.backup_id)
+    return plan.report(removed)

@@ -3,8 +3,9 @@
 `check_artifact` is a read-only checker (like restic's checker): for every artifact of a manifest
 it streams the stored object, compares size and sha256 with the manifest, decompresses it to
 prove it decodes and inspects the content (pg_restore --list and the table list for PostgreSQL
-archives, the RDB framing for Redis, the tar structure for files). It returns typed findings;
-`verify_backup` records them in the catalog and decides the backup's status.
+archives, the RDB framing for Redis, the tar structure for files). It returns typed findings,
+each damaged one with its remedy; `verify_backup` records them in the catalog (verified, or
+corrupt with failed step `verify`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from runbook.catalog import BackupStatus, Catalog, utcnow
+from runbook.catalog import COMMITTED, Catalog, utcnow
 from runbook.errors import NotFoundError, TransientError
 from runbook.manifest import Manifest, ManifestArtifact, ManifestError, read_manifest
 from runbook.storage import ObjectNotFound, Storage
 from runbook.streams import read_back
+from runbook.systems.pg_tools import pick_binary
+from runbook.systems.redis import check_rdb_stream
 
 log = logging.getLogger("runbook.verify")
 
@@ -49,6 +52,11 @@ class ArtifactCheck(BaseModel):
     detail: str | None = None
     bytes_read: int = 0
     seconds: float = 0.0
+
+    @property
+    def remedy(self) -> str | None:
+        """What to do about the damage found (None when the artifact matched)."""
+        return REMEDY[self.problem] if self.problem else None
 
 
 class VerificationReport(BaseModel):
@@ -165,8 +173,6 @@ def _tar_reader(handle: Any) -> str | None:
 
 
 def _rdb_reader(handle: Any) -> str | None:
-    from runbook.systems.redis import check_rdb_stream
-
     return check_rdb_stream(_iter_file(handle))
 
 
@@ -182,12 +188,7 @@ def _toc_tables(listing: str) -> set[str]:
 
 class _PgArchiveInspector:
     def __init__(self, artifact: ManifestArtifact, manifest: Manifest):
-        from runbook.systems.pg_tools import pick_binary
-
-        dumped_with = manifest.tools.get("pg_dump", "")
-        match = re.search(r"pg_dump (\d+)", dumped_with)
-        major = int(match.group(1)) if match else manifest.source.get("server_major", 0)
-        self.binary = pick_binary("pg_restore", major)
+        self.binary = pick_binary("pg_restore", manifest.dump_major)
         self.artifact = artifact
         self.manifest = manifest
         self.consumer = ProcessConsumer([self.binary.path, "--list"])
@@ -328,7 +329,7 @@ def verify_backup(
     damage per artifact. Transient storage errors propagate (nothing is recorded).
     `sinks` maps artifact names to consumers of their decompressed bytes (drill downloads)."""
     record = catalog.get_backup(backup_id)
-    if record.status not in (BackupStatus.STORED, BackupStatus.VERIFIED, BackupStatus.CORRUPT):
+    if record.status not in COMMITTED:
         raise NotFoundError(
             f"backup {backup_id} is {record.status.value}, not a committed backup; only stored "
             "backups can be verified"
@@ -358,25 +359,17 @@ def verify_backup(
         raise
     finished = utcnow()
     ok = all(c.ok for c in checks)
-    for check in checks:
-        catalog.record_artifact_check(
-            backup_id, check.key, verified_at=finished if check.ok else None, problem=check.detail
-        )
-    catalog.add_verification(
-        backup_id,
-        started_at=started,
-        finished_at=finished,
-        ok=ok,
-        problems=[c.model_dump(include={"key", "problem", "detail"}) for c in checks if not c.ok],
-    )
+    good = [c.key for c in checks if c.ok]
     if ok:
-        catalog.update_backup(
-            backup_id, status=BackupStatus.VERIFIED, verified_at=finished, error=None
-        )
+        catalog.mark_verified(backup_id, started_at=started, finished_at=finished, keys=good)
     else:
-        first = next(c for c in checks if not c.ok)
-        catalog.update_backup(
-            backup_id, status=BackupStatus.CORRUPT, error=f"{first.problem}: {first.detail}"
+        problems = [c.model_dump(include={"key", "problem", "detail"}) for c in checks if not c.ok]
+        catalog.mark_corrupt(
+            backup_id,
+            started_at=started,
+            finished_at=finished,
+            problems=problems,
+            good_keys=good,
         )
         log.error(
             "backup %s is corrupt: %s",
@@ -391,6 +384,3 @@ def verify_backup(
         finished_at=finished,
         artifacts=checks,
     )
-
-
-# --- the Prefect task ----------------------------------------------------------------------

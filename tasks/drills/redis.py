@@ -9,24 +9,19 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from runbook.catalog import (
-    DrillCheckRecord,
-)
+from runbook.catalog import DrillCheck
 from runbook.config import RedisTarget
-from runbook.manifest import Manifest
-from runbook.systems.redis import scratch_redis
+from runbook.systems.redis import redis_facts, scratch_redis
 
 
-def check_redis_restore(rdb: Path, manifest: Manifest, folder: Path) -> list[DrillCheckRecord]:
-    from runbook.systems.redis import redis_facts
-
+def restored_key_counts(rdb: Path, folder: Path) -> dict[str, int]:
+    """Keys per database ("db0": 25) of the RDB, loaded into a throwaway redis-server."""
     with scratch_redis(rdb, folder) as port:
         probe = RedisTarget(name="drill", url=SecretStr(f"redis://127.0.0.1:{port}/0"))
-        restored: dict[str, int] = redis_facts(probe).get("keys_per_db", {})
-    return compare_key_counts(manifest.source, restored)
+        return redis_facts(probe).get("keys_per_db", {})
 
 
-def compare_key_counts(source: dict[str, Any], restored: dict[str, int]) -> list[DrillCheckRecord]:
+def compare_key_counts(source: dict[str, Any], restored: dict[str, int]) -> list[DrillCheck]:
     """Keys per database of the restored RDB against the backup's INFO figures.
 
     INFO is read before SYNC and again once the snapshot has arrived; the snapshot itself is
@@ -59,9 +54,9 @@ def compare_key_counts(source: dict[str, Any], restored: dict[str, int]) -> list
                 detail += f" ({with_ttl} keys had a TTL and may expire before the restore)"
         elif not ok:
             detail += f"; expected exactly {low}"
-        checks.append(DrillCheckRecord(name=f"keys {db}", ok=ok, detail=detail))
+        checks.append(DrillCheck(name=f"keys {db}", ok=ok, detail=detail))
     if not checks:
-        checks.append(DrillCheckRecord(name="keys", ok=True, detail="empty dataset, as backed up"))
+        checks.append(DrillCheck(name="keys", ok=True, detail="empty dataset, as backed up"))
     return checks
 
 

@@ -14,7 +14,7 @@ from runbook.markdown import (
     text_width,
 )
 
-# Checks a drill records about its own steps (tasks/restore.py); every other check is one of
+# Checks a drill records about its own steps (tasks/drills/steps.py); every other check is one of
 # the validation checks that the drill's log counts ("validation: 18 of 18 validation checks
 # passed"); all of them make its closing "drill passed: 22 of 22 checks passed".
 DRILL_STEP_CHECKS = ("leftovers", "backup integrity", "restore", "rto", "rpo", "drill")
@@ -55,6 +55,8 @@ def drill_report_markdown(drills: list[Any]) -> str:
             lines.append(f"- Great Expectations Data Docs: `{d.data_docs}`")
         if d.kept and d.scratch:
             lines.append(f"- kept for forensics: `{d.scratch}`")
+        if d.failed_step:
+            lines.append(f"- **failed at step `{d.failed_step}`**")
         if d.error:
             lines.append(f"- error: {cell(d.error)}")
         names = ([c.name for c in d.checks], DRILL_CHECK_WIDTH)

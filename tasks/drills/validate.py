@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel
 
+from runbook.catalog import DrillCheck
 from runbook.errors import PermanentError
 from runbook.secrets import redact, split_dsn
 from runbook.systems.pg_tools import binary_version, client_env
@@ -28,12 +29,6 @@ from runbook.systems.postgres import connect, schema_facts, schema_fingerprint
 
 DETAIL_LIMIT = 400
 DATA_DOCS_SITE = "runbook_drill"
-
-
-class DrillCheck(BaseModel):
-    name: str  # "rows shop.orders", "sequence shop.invoice_no", "schema indexes", "amcheck"
-    ok: bool
-    detail: str  # what was found vs expected, one line
 
 
 class ValidationResult(BaseModel):

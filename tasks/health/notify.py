@@ -96,6 +96,3 @@ def push_metrics(settings: PushgatewaySettings, text: str, instance: str) -> Non
     )
     if response.status_code >= 300:
         raise RuntimeError(f"pushgateway {settings.url} answered HTTP {response.status_code}")
-
-
-# --- Prefect tasks ---------------------------------------------------------------------------

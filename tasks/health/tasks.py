@@ -9,7 +9,7 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from runbook.catalog import HealthHistory, StoredCheck
+from runbook.catalog import HealthHistory
 from runbook.health import CheckResult, Status, Tracked, track
 from runbook.runtime import open_runtime
 from tasks.health.notify import push_metrics, send_webhook
@@ -41,27 +41,12 @@ def record_results(
     history = HealthHistory(runtime.catalog)
     previous = history.last_results([r.key for r in results])
     tracked = track(results, previous, runtime.config.health.notify_after)
-    history.add_results(
-        run_id,
-        at,
-        [
-            StoredCheck(
-                run_id=run_id,
-                at=at,
-                streak=t.streak,
-                notified=t.notified,
-                **t.result.model_dump(mode="json"),
-            )
-            for t in tracked
-        ],
-    )
+    history.record(run_id, at, tracked)
     return tracked
 
 
 @task(name="notify-webhook", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def notify_webhook(config_path: str | None, payload: dict) -> None:
-    from runbook.runtime import open_runtime
-
     settings = open_runtime(config_path).config.notifications.webhook
     if settings is not None:
         send_webhook(settings, payload)
@@ -69,8 +54,6 @@ def notify_webhook(config_path: str | None, payload: dict) -> None:
 
 @task(name="push-metrics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def push_health_metrics(config_path: str | None, text: str, instance: str) -> None:
-    from runbook.runtime import open_runtime
-
     settings = open_runtime(config_path).config.notifications.pushgateway
     if settings is not None:
         push_metrics(settings, text, instance)

@@ -13,7 +13,7 @@ import pytest
 from flows.backup import backup
 from flows.retention import retention
 from flows.verify_backups import verify_backups
-from runbook.catalog import BackupStatus, utcnow
+from runbook.catalog import BackupStatus, BackupStep, utcnow
 from runbook.errors import RunFailed
 from runbook.runtime import open_runtime
 from tests.support.artifacts import artifact_markdown
@@ -100,6 +100,13 @@ def test_cli_backup_list_verify_json_and_exit_codes(pg15, make_database, write_c
     shown = json.loads(out)
     assert shown["backup"]["status"] == "corrupt"
     assert [v["ok"] for v in shown["verifications"]] == [True, True, False]
+    assert shown["backup"]["failed_step"] == "verify"
+
+    # The plain output and the report say what to do about it.
+    remedy = "the stored bytes changed since the backup; take a new backup"
+    assert f"`{backup_id}`, checksum: {remedy}" in artifact_markdown("verification-report")
+    code, out, _ = cli("verify", backup_id, "--config", str(config))
+    assert code == 1 and f"what to do: {remedy}" in out
 
 
 @pytest.mark.parametrize(
@@ -129,17 +136,21 @@ def test_bad_config_exits_2_naming_the_field(tmp_path):
     assert "Traceback" not in err and out == ""
 
 
-def test_storage_500s_are_retried_then_verified(
-    pg15, make_database, write_config, moto_server, faulty_s3_proxy
-):
-    proxy = faulty_s3_proxy(fail_first=2, methods=("PUT",))
-    settings = make_bucket(moto_server)
-    storage = settings.model_dump(mode="json") | {
+def storage_behind(proxy, moto_server: str) -> dict:
+    """S3 storage settings whose requests go through a fault-injecting proxy, unretried."""
+    return make_bucket(moto_server).model_dump(mode="json") | {
         "endpoint_url": proxy.endpoint_url,
         "max_attempts": 1,
         "access_key_id": "testing",
         "secret_access_key": "testing",
     }
+
+
+def test_storage_500s_are_retried_then_verified(
+    pg15, make_database, write_config, moto_server, faulty_s3_proxy
+):
+    proxy = faulty_s3_proxy(fail_first=2, methods=("PUT",))
+    storage = storage_behind(proxy, moto_server)
     write_config(
         {"postgres": [{"name": "app", "dsn": make_database(pg15)}]},
         storage=storage,
@@ -175,6 +186,8 @@ def test_wrong_password_fails_once_and_never_leaks(pg18, write_config, capfd):
         assert record.status == BackupStatus.FAILED
         assert record.attempts == 1  # not retried
         assert "password authentication failed" in record.error
+        assert record.failed_step == BackupStep.CONNECT
+        assert "failed at connect: PostgresAuthFailed" in artifact_markdown("backup-report")
         assert wrong not in (record.error or "") and wrong not in (state.message or "")
     finally:
         pg18.drop_database(name)
@@ -186,6 +199,34 @@ def test_wrong_password_fails_once_and_never_leaks(pg18, write_config, capfd):
     for db in (catalog, prefect_db):
         for path in db.parent.glob(db.name + "*"):  # the database and its WAL
             assert wrong.encode() not in path.read_bytes(), path
+
+
+def test_a_failed_backup_shows_its_failing_step_in_json_text_and_report(
+    write_config, tmp_path, moto_server, faulty_s3_proxy
+):
+    """Storage answers every upload with 500: the backup fails in step `store`, and says so."""
+    proxy = faulty_s3_proxy(fail_first=1000, methods=("PUT",))
+    storage = storage_behind(proxy, moto_server)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "app.conf").write_text("x = 1\n")
+    config = str(
+        write_config(
+            {"files": [{"name": "conf", "paths": ["etc"]}]},
+            storage=storage,
+            backup={"retries": 0},
+        )
+    )
+
+    code, out, _ = cli("backup", "--config", config, "--json")
+    made = json.loads(out)["backups"][0]
+    assert code == 1 and made["status"] == "failed"
+    assert made["failed_step"] == "store" and "TransientStorageError" in made["error"]
+    assert "failed at store: TransientStorageError" in artifact_markdown("backup-report")
+
+    code, out, _ = cli("backups", "list", "--all", "--config", config, "--json")
+    assert code == 0 and json.loads(out)["backups"][0]["failed_step"] == "store"
+    code, out, _ = cli("backups", "list", "--all", "--config", config)
+    assert code == 0 and f"conf {made['id']}: failed at store: TransientStorageError" in out
 
 
 def test_two_backup_flows_of_one_target_one_reports_locked(pg15, make_database, write_config):
@@ -243,7 +284,7 @@ def test_two_backup_flows_of_one_target_one_reports_locked(pg15, make_database, 
 
 def test_retention_flow_plans_then_applies(write_config, tmp_path):
     """A synthetic history: month-end verified backups, then only failures."""
-    from runbook.catalog import ArtifactRecord
+    from runbook.catalog import BackupStep
     from runbook.manifest import Manifest, ManifestArtifact, artifact_key
 
     config = write_config(
@@ -255,8 +296,9 @@ def test_retention_flow_plans_then_applies(write_config, tmp_path):
 
     def add(backup_id: str, age_days: float, status: BackupStatus, committed: bool) -> None:
         at = now - timedelta(days=age_days)
-        runtime.catalog.create_backup(
-            backup_id=backup_id,
+        catalog = runtime.catalog
+        catalog.start(
+            backup_id,
             target="f",
             kind="files",
             storage=runtime.storage.describe(),
@@ -264,39 +306,30 @@ def test_retention_flow_plans_then_applies(write_config, tmp_path):
         )
         key = artifact_key("f", backup_id, "files", "tar")
         runtime.storage.put_bytes(key, b"x")
-        if committed:
-            manifest = Manifest(
-                backup_id=backup_id,
-                target="f",
-                kind="files",
-                started_at=at,
-                finished_at=at,
-                artifacts=[
-                    ManifestArtifact(
-                        name="files",
-                        key=key,
-                        content="tar",
-                        bytes=1,
-                        logical_bytes=1,
-                        sha256="0" * 64,
-                        seconds=0,
-                    )
-                ],
-            )
-            runtime.storage.put_bytes(manifest.key, manifest.to_json())
-            runtime.catalog.add_artifact(
-                backup_id,
-                ArtifactRecord(
+        if not committed:
+            catalog.mark_failed(backup_id, BackupStep.DUMP, "tar died", at=at)
+            return
+        manifest = Manifest(
+            backup_id=backup_id,
+            target="f",
+            kind="files",
+            started_at=at,
+            finished_at=at,
+            artifacts=[
+                ManifestArtifact(
                     name="files",
                     key=key,
                     content="tar",
-                    codec="zstd",
                     bytes=1,
                     logical_bytes=1,
                     sha256="0" * 64,
-                ),
-            )
-        runtime.catalog.update_backup(backup_id, status=status, finished_at=at)
+                    seconds=0,
+                )
+            ],
+        )
+        runtime.storage.put_bytes(manifest.key, manifest.to_json())
+        catalog.mark_stored(backup_id, manifest)
+        catalog.mark_verified(backup_id, started_at=at, finished_at=at, keys=[key])
 
     add("m3", 95, BackupStatus.VERIFIED, True)
     add("m2", 65, BackupStatus.VERIFIED, True)
@@ -305,7 +338,14 @@ def test_retention_flow_plans_then_applies(write_config, tmp_path):
         add(f"fail{day:02d}", day - 0.5, BackupStatus.FAILED, False)
     runtime.storage.put_bytes("f/orphan-new/files.tar.zst", b"partial")  # a crashed run, fresh
 
+    objects = sorted(i.key for i in runtime.storage.list())
+    rows = {r.id: r.status for r in runtime.catalog.list_backups(include_deleted=True)}
     dry = retention(dry_run=True)
+    # A dry run is the plan, not applied: storage and catalog are as they were.
+    assert sorted(i.key for i in runtime.storage.list()) == objects
+    assert {r.id: r.status for r in runtime.catalog.list_backups(include_deleted=True)} == rows
+    assert dry.deleted == [] and dry.garbage["incomplete_uploads"] == 0
+    assert "Retention, dry run" in artifact_markdown("retention-report")
     plan = {d.id: d for d in dry.decisions}
     assert plan["m1"].action == "keep" and "newest verified" in plan["m1"].reasons
     assert plan["m2"].action == "keep" and plan["m3"].action == "delete"
@@ -313,7 +353,9 @@ def test_retention_flow_plans_then_applies(write_config, tmp_path):
     assert runtime.storage.exists(artifact_key("f", "m3", "files", "tar"))  # dry run
     assert dry.garbage["orphans_kept"] == ["orphan-new"]
 
-    applied = retention(dry_run=False)
+    state = retention(dry_run=False, return_state=True)
+    applied = state.result()
+    assert task_run_names(state) == {"plan-retention", "apply-retention", "collect-garbage"}
     assert set(applied.deleted) == {"m3"} | {f"fail{d:02d}" for d in range(2, 31)}
     assert not runtime.storage.exists(artifact_key("f", "m3", "files", "tar"))
     assert runtime.catalog.get_backup("m3").status == BackupStatus.DELETED
@@ -323,10 +365,21 @@ def test_retention_flow_plans_then_applies(write_config, tmp_path):
     assert "Retention, applied" in artifact_markdown("retention-report")
 
     # A committed folder the catalog forgot is imported (storage wins), not deleted.
-    runtime.catalog.update_backup("m2", status=BackupStatus.DELETED)
+    runtime.catalog.mark_deleting("m2")  # the catalog forgets m2; its objects stay
+    runtime.catalog.mark_deleted("m2")
     again = retention(dry_run=False)
     assert again.garbage["orphans_imported"] == ["m2"]
     assert runtime.catalog.get_backup("m2").status == BackupStatus.STORED
+
+
+def task_run_names(state) -> set[str]:
+    """The names of the task runs of a flow run, as the Prefect UI lists them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        return {t.name.rsplit("-", 1)[0] for t in client.read_task_runs(flow_run_filter=runs)}
 
 
 def test_verify_flow_of_latest_backups(pg15, make_database, write_config):

@@ -5,12 +5,15 @@ must print as text, never be read as rich markup."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from runbook.catalog import DrillLog
 from runbook.runtime import open_runtime
 from tests.support.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -87,10 +90,10 @@ def test_drills_list_says_why_a_drill_failed(pg15, make_database, write_config):
     assert code == 1
     code, out, _ = cli("drills", "list", "--config", config)
     assert code == 0 and "FAILED" in out and "no verified backup" in out
+    assert "failed at pick:" in " ".join(out.split())  # the step it failed at, first
 
 
 def test_check_config_ships_an_example_that_checks(monkeypatch):
-    from deployments.spec import ROOT
 
     for name in ("APP_DB_PASSWORD", "REDIS_PASSWORD", "SLACK_WEBHOOK_URL"):
         monkeypatch.delenv(name, raising=False)

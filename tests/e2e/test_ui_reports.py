@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from runbook.errors import RunFailed
+from tests.support.artifacts import latest_artifact
 from tests.support.browser import Browser
 
 pytestmark = pytest.mark.slow
@@ -179,17 +180,7 @@ KEYS = ("health-report", "health-checks", "drill-report", "backup-report")
 
 
 def _latest_artifact_id(key: str) -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            limit=1,
-            sort="CREATED_DESC",
-        )
-    assert found, f"no artifact with key {key}"
-    return str(found[0].id)
+    return str(latest_artifact(key).id)
 
 
 def _run_flows(api_url: str) -> tuple[Any, dict[str, str]]:

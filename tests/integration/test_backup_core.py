@@ -16,15 +16,16 @@ import psycopg
 import pytest
 import zstandard
 
-from runbook.catalog import COMMITTED, BackupStatus
+from runbook.catalog import COMMITTED, BackupStatus, BackupStep
 from runbook.manifest import new_backup_id, read_manifest
 from runbook.runtime import open_runtime
+from runbook.storage import StorageError
 from runbook.storage.local import LocalStorage
 from runbook.streams import ProcessFailed
 from runbook.systems.pg_tools import embedded_bin_dir, pick_binary
 from runbook.systems.postgres import PostgresAuthFailed
 from tasks.backups.dump import run_backup
-from tasks.backups.retention import collect_garbage
+from tasks.backups.retention import collect_garbage, find_orphans, plan_garbage
 from tasks.backups.verify import verify_backup
 from tests.support.pg import PASSWORD, PASSWORD_ROLE
 
@@ -189,6 +190,7 @@ def test_wrong_password_fails_at_once_without_the_password_anywhere(
         assert PASSWORD not in message and "not-" + PASSWORD not in message
         record = runtime.catalog.get_backup(backup_id)
         assert record.status == BackupStatus.FAILED and record.attempts == 1
+        assert record.failed_step == BackupStep.CONNECT
         assert PASSWORD not in (record.error or "")
         assert PASSWORD not in caplog.text
         assert list(runtime.storage.list()) == []
@@ -211,8 +213,10 @@ def test_unknown_schema_fails_with_its_name(pg15, make_database, write_config):
     dsn = make_database(pg15, seed=False)
     config = write_config({"postgres": [{"name": "app", "dsn": dsn, "schemas": ["nosuch"]}]})
     runtime = open_runtime(config)
+    backup_id = new_backup_id()
     with pytest.raises(Exception, match="schema 'nosuch' does not exist"):
-        backup_once(runtime, "app")
+        backup_once(runtime, "app", backup_id)
+    assert runtime.catalog.get_backup(backup_id).failed_step == BackupStep.SNAPSHOT
 
 
 # --- faults ----------------------------------------------------------------------------------
@@ -283,11 +287,13 @@ def test_pg_dump_killed_half_way_leaves_no_backup_and_no_objects(pg15, make_data
     assert "SIGKILL" in str(errors[0])
     record = runtime.catalog.get_backup(backup_id)
     assert record.status == BackupStatus.FAILED and "pg_dump" in record.error
+    assert record.failed_step == BackupStep.DUMP
     assert runtime.catalog.list_backups(statuses=COMMITTED) == []
     assert list(storage.list()) == []
-    collect_garbage(
-        runtime.catalog, storage, record.started_at, runtime.config.retention.grace, apply=True
+    plan = plan_garbage(
+        find_orphans(runtime.catalog, storage), record.started_at, runtime.config.retention.grace
     )
+    collect_garbage(runtime.catalog, storage, plan)
     leftovers = [p for p in runtime.config.storage.path.rglob("*") if p.is_file()]
     assert leftovers == []
 
@@ -344,7 +350,7 @@ def test_two_backups_of_one_target_never_dump_in_parallel(pg15, make_database, w
     assert most == 1  # only the first backup's pg_dump, held mid-stream
     assert outcomes[first_id].record.status == BackupStatus.STORED
     locked = outcomes[second_id].record
-    assert locked.status == BackupStatus.LOCKED
+    assert locked.status == BackupStatus.LOCKED and locked.failed_step == BackupStep.LOCK
     assert "another backup of target 'app' is running" in locked.error
     assert not [i for i in storage.list() if i.key.startswith(f"app/{second_id}/")]
 
@@ -388,6 +394,8 @@ def test_verify_names_the_damaged_artifact(damage, pg15, make_database, write_co
         assert [c.key for c in good] == [record.artifacts[0].key]
     after = runtime.catalog.get_backup(record.id)
     assert after.status == BackupStatus.CORRUPT and expected in after.error
+    assert after.failed_step == BackupStep.VERIFY
+    assert all(c.remedy and "backup" in c.remedy for c in bad)
     history = runtime.catalog.verifications(record.id)
     assert [v.ok for v in history] == [True, False]
 
@@ -466,7 +474,8 @@ def test_files_backup_of_a_missing_path_fails_naming_it(tmp_path, write_config):
     backup_id = new_backup_id()
     with pytest.raises(Exception, match="does-not-exist does not exist"):
         backup_once(runtime, "config", backup_id)
-    assert runtime.catalog.get_backup(backup_id).status == BackupStatus.FAILED
+    record = runtime.catalog.get_backup(backup_id)
+    assert record.status == BackupStatus.FAILED and record.failed_step == BackupStep.CONNECT
 
 
 def test_a_long_ddl_lock_fails_the_backup_as_transient_instead_of_hanging(
@@ -479,9 +488,51 @@ def test_a_long_ddl_lock_fails_the_backup_as_transient_instead_of_hanging(
         {"postgres": [{"name": "app", "dsn": dsn}]}, backup={"table_lock_timeout": "1s"}
     )
     runtime = open_runtime(config)
+    backup_id = new_backup_id()
     with psycopg.connect(dsn) as blocker:
         blocker.execute("LOCK TABLE shop.orders IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
         with pytest.raises(TransientError, match="lock timeout"):
-            backup_once(runtime, "app")
+            backup_once(runtime, "app", backup_id)
         assert time.monotonic() - started < 15
+    assert runtime.catalog.get_backup(backup_id).failed_step == BackupStep.SNAPSHOT
+
+
+# --- the failing step ------------------------------------------------------------------------
+
+
+class RefusingStorage(LocalStorage):
+    """Local storage that refuses to store keys ending in `refuse` (access denied)."""
+
+    def __init__(self, root: Path, refuse: str):
+        super().__init__(root)
+        self.refuse = refuse
+
+    def put(self, key, chunks):
+        if key.endswith(self.refuse):
+            for _ in chunks:  # the dump streams, then the write is refused
+                pass
+            raise StorageError(f"{key}: access denied")
+        return super().put(key, chunks)
+
+
+@pytest.mark.parametrize(
+    ("refuse", "step"),
+    [(".tar.zst", BackupStep.STORE), ("manifest.json", BackupStep.MANIFEST)],
+    ids=["artifact", "manifest"],
+)
+def test_a_storage_failure_records_the_step_and_leaves_no_objects(
+    refuse, step, tmp_path, write_config
+):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "app.conf").write_text("x = 1\n")
+    config = write_config({"files": [{"name": "config", "paths": ["etc"]}]})
+    runtime = open_runtime(config)
+    storage = RefusingStorage(runtime.config.storage.path, refuse)
+    backup_id = new_backup_id()
+    with pytest.raises(StorageError, match="access denied"):
+        backup_once(runtime, "config", backup_id, storage)
+    record = runtime.catalog.get_backup(backup_id)
+    assert (record.status, record.failed_step) == (BackupStatus.FAILED, step)
+    assert "access denied" in record.error and record.artifacts == []
+    assert list(storage.list()) == []

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -20,8 +22,8 @@ from runbook.manifest import new_backup_id
 from runbook.runtime import open_runtime
 from tasks.backups.dump import run_backup
 from tasks.backups.verify import verify_backup
-from tasks.drills.drill import DrillRefused, run_drill
-from tasks.drills.scratch import SCRATCH_PREFIX
+from tasks.drills.drill import DrillRefused, DrillRun, run_drill
+from tasks.drills.scratch import SCRATCH_PREFIX, ScratchPlace
 
 
 def take_backup(runtime, target: str) -> str:
@@ -35,12 +37,14 @@ def take_backup(runtime, target: str) -> str:
 
 def drill(runtime, target: str, backup: str = "latest", **kwargs):
     return run_drill(
-        runtime.config,
-        runtime.catalog,
-        runtime.storage,
-        runtime.config.target(target),
-        backup,
-        **kwargs,
+        DrillRun(
+            runtime.config,
+            runtime.catalog,
+            runtime.storage,
+            runtime.config.target(target),
+            backup,
+            **kwargs,
+        )
     )
 
 
@@ -82,6 +86,7 @@ def test_pg15_backup_drilled_on_embedded_pg18_passes(pg15, make_database, write_
     assert 0 <= record.rpo_seconds < 3600
     assert set(record.timings) >= {"download", "restore", "validation", "cleanup"}
     assert record.kept is False and record.scratch is None
+    assert record.failed_step is None and record.error is None
     # The throwaway server and the work folder are gone.
     folders_after = {p for p in os.listdir("/tmp") if p.startswith("runbook-drill-app-")}
     assert folders_after <= folders_before
@@ -171,6 +176,9 @@ def test_corrupt_latest_falls_back_to_the_previous_backup(pg15, make_database, w
     explicit = drill(runtime, "app", newest)
     assert not explicit.passed and explicit.backup_id == newest
     assert "checksum" in check(explicit, "backup integrity").detail
+    # It failed at picking the backup, nothing was restored; the check says why.
+    assert explicit.failed_step == "pick" and explicit.error is None
+    assert set(explicit.timings) == {"download", "cleanup"}
 
 
 def test_archive_lacking_a_table_of_the_manifest_fails_naming_it(pg15, make_database, write_config):
@@ -197,6 +205,8 @@ def test_archive_lacking_a_table_of_the_manifest_fails_naming_it(pg15, make_data
     assert not record.passed
     failing = [c for c in record.checks if not c.ok]
     assert any("shop.refunds" in c.detail for c in failing), failing
+    # Reading the archive back already shows it: no restore into a scratch database.
+    assert record.failed_step == "pick" and check(record, "backup integrity") in failing
 
 
 def test_a_sequence_behind_its_column_fails_the_drill(pg15, make_database, write_config):
@@ -209,7 +219,8 @@ def test_a_sequence_behind_its_column_fails_the_drill(pg15, make_database, write
 
     record = drill(runtime, "app")
 
-    assert not record.passed
+    assert not record.passed and record.failed_step == "validate" and record.error is None
+    assert record.rto_seconds is not None  # a failed validation still measures RTO and RPO
     sequence = check(record, "sequence shop.invoice_no")
     assert not sequence.ok and "shop.orders" in sequence.detail
 
@@ -228,7 +239,7 @@ def test_rto_target_of_one_second_fails_with_the_measured_figure(pg15, make_data
 
     record = drill(runtime, "app")
 
-    assert not record.passed
+    assert not record.passed and record.failed_step == "objectives"
     rto = check(record, "rto")
     assert not rto.ok and "MISSED target 1s" in rto.detail
     assert f"RTO {record.rto_seconds:.1f}s" in rto.detail and record.rto_seconds > 1
@@ -251,7 +262,9 @@ def test_a_plan_pointing_at_the_source_database_is_refused(pg15, make_database, 
     runtime = open_runtime(config)
     with pytest.raises(DrillRefused, match="source"):
         drill(runtime, "app")
-    assert [d.status for d in DrillLog(runtime.catalog).list(target="app")] == ["refused"]
+    (refused,) = DrillLog(runtime.catalog).list(target="app")
+    assert refused.status == "refused" and refused.failed_step is None
+    assert "source database" in refused.error
     from tasks.health.freshness import check_drill_freshness
 
     (age,) = check_drill_freshness(runtime.config, runtime.catalog, utcnow())
@@ -292,7 +305,7 @@ def test_keep_on_failure_keeps_the_scratch_database(pg15, make_database, write_c
     runtime = open_runtime(config)
     take_backup(runtime, "app")
     record = drill(runtime, "app", keep_on_failure=True)
-    assert not record.passed and record.kept
+    assert not record.passed and record.kept and record.failed_step == "objectives"
     _where, kept_db, kept_folder = record.scratch.split("|")
     assert kept_db in scratch_databases(pg15)
     assert os.path.isdir(kept_folder)
@@ -314,9 +327,9 @@ def test_a_killed_drill_leaves_a_database_the_next_drill_drops(
     take_backup(runtime, "app")
     script = textwrap.dedent(f"""
         from runbook.runtime import open_runtime
-        from tasks.drills.drill import run_drill
+        from tasks.drills.drill import DrillRun, run_drill
         rt = open_runtime({str(config)!r})
-        run_drill(rt.config, rt.catalog, rt.storage, rt.config.target("app"))
+        run_drill(DrillRun(rt.config, rt.catalog, rt.storage, rt.config.target("app")))
     """)
     before = set(scratch_databases(pg15))
     victim = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
@@ -344,6 +357,8 @@ def test_a_killed_drill_leaves_a_database_the_next_drill_drops(
     assert f"dropped {leftover}" in check(record, "leftovers").detail
     dead = [d for d in DrillLog(runtime.catalog).list(target="app") if d.id != record.id][0]
     assert dead.status == "failed" and "process died" in dead.error
+    # Killed once its table was restored: in the restore step, or validating it.
+    assert dead.failed_step in ("restore", "validate")
 
 
 def test_redis_drill_compares_key_counts(write_config):
@@ -415,3 +430,130 @@ def test_a_busy_redis_with_expiring_keys_drills_clean(write_config):
     assert "10 keys had a TTL" in keys.detail
     restored = int(keys.detail.split()[0])
     assert before - 10 <= restored <= after
+
+
+def test_a_restore_that_fails_names_the_restore_step(pg15, make_database, write_config):
+    # Roles live outside any one database, so pg_dump leaves them out: a policy for a role the
+    # drill server lacks stops pg_restore --exit-on-error (the classic DR surprise).
+    dsn = make_database(pg15)
+    role = f"runbook_reader_{os.getpid()}"
+    with psycopg.connect(pg15.admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role}")
+    try:
+        with psycopg.connect(dsn) as conn:
+            conn.execute(f"CREATE POLICY readers ON shop.orders FOR SELECT TO {role} USING (true)")
+        config = write_config({"postgres": [{"name": "app", "dsn": dsn}]})  # embedded drill server
+        runtime = open_runtime(config)
+        take_backup(runtime, "app")
+        with psycopg.connect(dsn) as conn:
+            conn.execute("DROP POLICY readers ON shop.orders")
+    finally:
+        with psycopg.connect(pg15.admin_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")
+
+    record = drill(runtime, "app")
+
+    assert not record.passed and record.failed_step == "restore"
+    assert record.error.startswith("PermanentError: pg_restore") and "failed" in record.error
+    assert check(record, "backup integrity").ok
+    assert "restore" not in {c.name for c in record.checks}  # no restore check: it raised
+    assert "validation" not in record.timings and record.rto_seconds is None
+    assert record.scratch is None and not os.path.exists(f"/tmp/runbook-drill-app-{record.id}")
+
+
+def test_a_failing_sweep_names_the_sweep_step(write_config):
+    # The team's drill server is down: sweeping its leftover scratch databases is the first
+    # thing that needs it.
+    config = write_config(
+        {
+            "postgres": [
+                {
+                    "name": "app",
+                    "dsn": "postgresql://postgres@127.0.0.1:5432/app",
+                    "drill": {"dsn": "postgresql://postgres@127.0.0.1:1/postgres"},
+                }
+            ]
+        }
+    )
+    runtime = open_runtime(config)
+
+    record = drill(runtime, "app")
+
+    assert not record.passed and record.failed_step == "sweep"
+    assert record.error and "127.0.0.1" in record.error and record.backup_id is None
+    assert DrillLog(runtime.catalog).get(record.id).failed_step == "sweep"
+
+
+def test_the_scratch_database_is_on_record_before_it_exists(pg15, make_database, write_config):
+    config = write_config(
+        {
+            "postgres": [
+                {"name": "app", "dsn": make_database(pg15), "drill": {"dsn": pg15.admin_dsn}}
+            ]
+        }
+    )
+    runtime = open_runtime(config)
+    take_backup(runtime, "app")
+    seen = []
+
+    def watch_restore(step, function, drill, *args):  # a StepRunner that looks first
+        if step == "restore":
+            place = ScratchPlace.parse(DrillLog(runtime.catalog).get(drill.id).scratch)
+            seen.append((place.database, place.database in scratch_databases(pg15)))
+        return function(drill, *args)
+
+    run = DrillRun(runtime.config, runtime.catalog, runtime.storage, runtime.config.target("app"))
+    record = run_drill(run, watch_restore)
+
+    assert record.passed, [c for c in record.checks if not c.ok]
+    ((database, existed),) = seen
+    assert database.startswith(SCRATCH_PREFIX + "app_") and not existed
+    assert database in check(record, "restore").detail
+    assert record.scratch is None and database not in scratch_databases(pg15)
+
+
+def test_a_killed_drill_leaves_an_embedded_server_the_next_drill_removes(
+    pg15, make_database, write_config
+):
+    config = write_config({"postgres": [{"name": "app", "dsn": make_database(pg15)}]})
+    runtime = open_runtime(config)
+    take_backup(runtime, "app")
+    script = textwrap.dedent(f"""
+        from runbook.runtime import open_runtime
+        from tasks.drills.drill import DrillRun, run_drill
+        rt = open_runtime({str(config)!r})
+        run_drill(DrillRun(rt.config, rt.catalog, rt.storage, rt.config.target("app")))
+    """)
+    victim = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    postmaster = None
+    deadline = time.monotonic() + 120
+    while postmaster is None and time.monotonic() < deadline:
+        running = DrillLog(runtime.catalog).list(target="app", status="running")
+        if running and running[0].scratch:
+            place = ScratchPlace.parse(running[0].scratch)
+            pid_file = Path(place.server.removeprefix("embedded:")) / "postmaster.pid"
+            lines = pid_file.read_text().splitlines() if pid_file.exists() else []
+            if len(lines) > 7 and lines[7].strip() == "ready":  # started, serving the drill
+                postmaster = psutil.Process(int(lines[0]))
+        time.sleep(0.05)
+    assert postmaster, "the drill never started its embedded server"
+    os.killpg(victim.pid, signal.SIGKILL)  # the drill; its server runs on (pg_ctl detaches it)
+    victim.wait()
+    assert place.workdir.is_dir()
+    after_sweep = []
+
+    def watch_sweep(step, function, drill, *args):  # a StepRunner that looks afterwards
+        value = function(drill, *args)
+        if step == "sweep":
+            after_sweep.append((postmaster.is_running(), place.workdir.exists()))
+        return value
+
+    run = DrillRun(runtime.config, runtime.catalog, runtime.storage, runtime.config.target("app"))
+    record = run_drill(run, watch_sweep)
+
+    assert record.passed
+    assert f"dropped {place.database}" in check(record, "leftovers").detail
+    # Stopped by the sweep, not left running without its data folder.
+    assert after_sweep == [(False, False)]
+    dead = DrillLog(runtime.catalog).get(running[0].id)
+    assert dead.status == "failed" and dead.failed_step in ("restore", "validate")

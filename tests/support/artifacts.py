@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
 
-def artifact_markdown(key: str) -> str:
+
+def latest_artifact(key: str) -> Any:
+    """The newest artifact with this key, from the API the tests talk to."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -14,4 +17,8 @@ def artifact_markdown(key: str) -> str:
             sort="CREATED_DESC",
         )
     assert found, f"no artifact with key {key}"
-    return found[0].data
+    return found[0]
+
+
+def artifact_markdown(key: str) -> str:
+    return latest_artifact(key).data

@@ -8,11 +8,12 @@ import inspect
 import pytest
 import yaml
 
-from deployments.serve import ROOT, build_deployments, declared_deployments, load_flow
+from deployments.serve import build_deployments, declared_deployments, load_flow
+from deployments.spec import PREFECT_YAML
 
 
 def test_prefect_yaml_has_an_explicit_pull_step():
-    data = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    data = yaml.safe_load(PREFECT_YAML.read_text())
     assert data["pull"], "without a pull step a deployment is tied to the deploying folder"
 
 

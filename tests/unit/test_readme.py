@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deployments.spec import ROOT, declared_deployments, load_flow
+from deployments.spec import declared_deployments, load_flow
 from runbook.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 
 README = (ROOT / "README.md").read_text()
 
@@ -51,9 +53,7 @@ def test_each_runbook_command_of_the_readme_parses(args):
 
 
 def test_each_deployment_the_readme_runs_exists():
-    names = {
-        f"{load_flow(d['entrypoint']).name}/{d['name']}" for d in declared_deployments()
-    }
+    names = {f"{load_flow(d['entrypoint']).name}/{d['name']}" for d in declared_deployments()}
     mentioned = set(re.findall(r"deployment run ([\w-]+/[\w-]+)", README))
     mentioned |= set(re.findall(r"`([\w-]+/[\w-]+-on-demand)`", README))
     assert mentioned and mentioned <= names, mentioned - names

@@ -189,7 +189,7 @@ def backup(id_: str, status: BackupStatus, error: str | None = None, **artifact)
         values = {
             "name": "database",
             "key": f"app/{id_}/database.pgdump.zst",
-            "content": "pg_dump",
+            "content": "pg_dump-custom",
             "codec": "zstd",
             "bytes": 5_000_000,
             "logical_bytes": 21_000_000,

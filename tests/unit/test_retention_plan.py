@@ -10,10 +10,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from runbook.config import Retention
+from runbook.formatting import human_duration
 from tasks.backups.retention import (
+    Orphan,
     RetentionCandidate,
     RetentionDecision,
-    format_duration,
+    plan_garbage,
     plan_retention,
     summarize,
 )
@@ -557,8 +559,8 @@ def test_grace_in_reason_follows_the_policy():
         (timedelta(0), "0s"),
     ],
 )
-def test_format_duration(value, text):
-    assert format_duration(value) == text
+def test_exact_duration_is_the_form_of_a_setting(value, text):
+    assert human_duration(value, exact=True) == text
 
 
 # --- targets -------------------------------------------------------------------------------
@@ -743,3 +745,49 @@ def check_plan(history, decisions, policy, now, zone):
             else:
                 older = now - d.at > policy.grace
                 assert d.action == ("delete" if older else "keep"), d
+
+
+# --- garbage: folders in storage the catalog does not track --------------------------------
+
+
+def orphan(backup_id: str, age: timedelta, committed: bool) -> Orphan:
+    return Orphan(
+        target="db", backup_id=backup_id, objects=2, newest=NOW - age, committed=committed
+    )
+
+
+def test_garbage_plan_imports_committed_folders_and_deletes_old_uncommitted_ones():
+    grace = timedelta(hours=24)
+    plan = plan_garbage(
+        [
+            orphan("forgotten", 30 * DAY, committed=True),
+            orphan("crashed", grace + timedelta(seconds=1), committed=False),
+            orphan("writing", grace, committed=False),
+        ],
+        NOW,
+        grace,
+    )
+    assert plan.cutoff == NOW - grace
+    actions = {a.backup_id: (a.action, a.reason) for a in plan.actions}
+    assert actions == {
+        "forgotten": ("import", "its manifest is in storage: storage wins"),
+        "crashed": ("delete", "no manifest, older than grace 1d"),
+        "writing": ("keep", "no manifest, within grace 1d"),
+    }
+    report = plan.report(incomplete_uploads=3)
+    assert (report.orphans_imported, report.orphans_deleted, report.orphans_kept) == (
+        ["forgotten"],
+        ["crashed"],
+        ["writing"],
+    )
+    assert report.incomplete_uploads == 3 and plan.report().incomplete_uploads == 0
+
+
+def test_garbage_plan_of_nothing_is_empty():
+    plan = plan_garbage([], NOW, timedelta(hours=1))
+    assert plan.actions == [] and vars(plan.report()) == {
+        "incomplete_uploads": 0,
+        "orphans_deleted": [],
+        "orphans_imported": [],
+        "orphans_kept": [],
+    }
