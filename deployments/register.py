@@ -22,16 +22,24 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import yaml
+from cronsim import CronSim
+from dateutil.rrule import rrulestr
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import DeploymentUpdate
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+from prefect.settings import PREFECT_API_URL
 
+from deployments.forms import parameter_schema
 from deployments.spec import (
     CODE_ROOT,
     declared_deployments,
     load_flow,
     merged_prefect_yaml,
-    parameter_schema,
     rpo_warnings,
 )
+from runbook.config import load_config
 from runbook.errors import RunbookError
 
 
@@ -99,8 +107,6 @@ def _venv_tool(name: str) -> str:
 
 
 def api_url() -> str:
-    from prefect.settings import PREFECT_API_URL
-
     url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
     if not url:
         raise RunbookError(
@@ -112,8 +118,6 @@ def api_url() -> str:
 
 
 def check_server(url: str) -> None:
-    import httpx
-
     try:
         response = httpx.get(f"{url}/health", timeout=5)
         response.raise_for_status()
@@ -152,12 +156,8 @@ def next_run(schedule: dict[str, str], now: datetime | None = None) -> str | Non
     zone = ZoneInfo(schedule["timezone"])
     now = (now or datetime.now(zone)).astimezone(zone)
     if schedule.get("cron"):
-        from cronsim import CronSim
-
         when = next(CronSim(schedule["cron"], now.replace(tzinfo=zone)))
     elif schedule.get("rrule"):
-        from dateutil.rrule import rrulestr
-
         # Local wall-clock times, as Prefect reads an rrule (its DTSTART, if any, is naive).
         local = now.replace(tzinfo=None, second=0, microsecond=0)
         rule = rrulestr(schedule["rrule"], dtstart=local)
@@ -171,8 +171,6 @@ def next_run(schedule: dict[str, str], now: datetime | None = None) -> str | Non
 
 
 def deploy_all(config_path: str) -> DeployResult:
-    from runbook.config import load_config
-
     unset: list[str] = []
     config = load_config(config_path, unset=unset)
     url = api_url()
@@ -200,9 +198,7 @@ def deploy_all(config_path: str) -> DeployResult:
     finally:
         os.unlink(handle.name)
     if done.returncode != 0:
-        raise RunbookError(
-            f"prefect deploy failed:\n{_failure_lines(done.stdout + done.stderr)}"
-        )
+        raise RunbookError(f"prefect deploy failed:\n{_failure_lines(done.stdout + done.stderr)}")
     declared = declared_deployments(config=config)
     deployed = _finish(declared, config)
     warnings = [
@@ -224,9 +220,6 @@ def deploy_all(config_path: str) -> DeployResult:
 
 def _finish(declared: list[dict[str, Any]], config: Any) -> list[Deployed]:
     """Set each deployment's parameter form and read it back."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentUpdate
-
     deployed = []
     with get_client(sync_client=True) as client:
         for spec in declared:
@@ -260,8 +253,6 @@ def _finish(declared: list[dict[str, Any]], config: Any) -> list[Deployed]:
 def _stale(declared: list[dict[str, Any]]) -> list[str]:
     """Runbook deployments on the server that are no longer declared (a removed schedule):
     Prefect never deletes them, so say so."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 
     names = {spec["name"] for spec in declared}
     with get_client(sync_client=True) as client:

@@ -14,14 +14,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+from prefect import serve
+from prefect.client.schemas.schedules import construct_schedule
+from prefect.utilities.callables import ParameterSchema
+
+from deployments.forms import parameter_schema
 from deployments.spec import (
     CODE_ROOT,
     PREFECT_YAML,
     declared_deployments,
     load_flow,
-    parameter_schema,
     schedule_timezone,
 )
+from runbook.config import CONFIG_ENV, load_config, resolve_config_path
 
 __all__ = ["CODE_ROOT", "build_deployments", "declared_deployments", "load_flow", "main"]
 
@@ -29,11 +34,6 @@ __all__ = ["CODE_ROOT", "build_deployments", "declared_deployments", "load_flow"
 def build_deployments(
     prefect_yaml: Path = PREFECT_YAML, config_path: str | None = None
 ) -> list[Any]:
-    from prefect.client.schemas.schedules import construct_schedule
-    from prefect.utilities.callables import ParameterSchema
-
-    from runbook.config import load_config
-
     config = load_config(config_path)
     deployments = []
     for spec in declared_deployments(prefect_yaml, config):
@@ -60,10 +60,6 @@ def build_deployments(
 
 
 def main() -> None:
-    from prefect import serve
-
-    from runbook.config import CONFIG_ENV, resolve_config_path
-
     # Flow runs are child processes: give them the config by absolute path.
     os.environ[CONFIG_ENV] = str(resolve_config_path(None).resolve())
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

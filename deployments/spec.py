@@ -12,10 +12,15 @@ import importlib
 import importlib.resources
 import importlib.util
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cronsim import CronSim
+
+from runbook.config import load_config
+from runbook.formatting import human_duration
 
 # prefect.yaml ships inside this package (package data: a checkout, a wheel and the container
 # image all have it); flow entrypoints (flows/backup.py:backup) resolve against the folder
@@ -74,48 +79,8 @@ def schedule_timezone(declared: str | None, config: Any | None = None) -> str:
     if os.environ.get("RUNBOOK_TIMEZONE"):
         return os.environ["RUNBOOK_TIMEZONE"]
     if config is None:
-        from runbook.config import load_config
-
         config = load_config()
     return config.timezone
-
-
-def parameter_choices(flow_name: str, config: Any) -> dict[str, list[str]]:
-    """The valid values of a flow's name parameters in this config, for the UI's pickers."""
-    from runbook.config import DEFAULT_SCHEDULE, PostgresTarget, RedisTarget
-
-    backup_targets = [t.name for t in config.backup_targets()]
-    if flow_name == "dr-drill":
-        drillable = [
-            t.name for t in config.backup_targets() if isinstance(t, PostgresTarget | RedisTarget)
-        ]
-        return {"targets": drillable}
-    if flow_name == "backup":
-        return {
-            "targets": backup_targets,
-            "schedule": ["", DEFAULT_SCHEDULE, *config.backup.schedules],
-        }
-    if flow_name in ("verify-backups", "retention"):
-        return {"targets": backup_targets}
-    return {}
-
-
-def parameter_schema(flow: Any, config: Any) -> dict[str, Any]:
-    """The flow's parameter schema (types, defaults, the docstring's descriptions) with the
-    config's valid names as choices: a list of targets becomes a multi-select of target
-    names, a schedule a drop-down."""
-    from prefect.utilities.callables import parameter_schema as prefect_schema
-
-    schema = prefect_schema(flow).model_dump()
-    for name, choices in parameter_choices(flow.name, config).items():
-        prop = schema["properties"].get(name)
-        if prop is None or not choices:
-            continue
-        if prop.get("type") == "array":
-            prop["items"] = {**prop.get("items", {}), "enum": choices}
-        elif prop.get("type") == "string":
-            prop["enum"] = choices
-    return schema
 
 
 def backup_cron(schedule: str, config: Any, prefect_yaml: Path = PREFECT_YAML) -> str | None:
@@ -132,10 +97,6 @@ def backup_cron(schedule: str, config: Any, prefect_yaml: Path = PREFECT_YAML) -
 
 def longest_gap(cron: str, fires: int = 500) -> Any:
     """The longest wall-clock time between two runs of a cron expression (DST aside)."""
-    from datetime import datetime
-
-    from cronsim import CronSim
-
     times = CronSim(cron, datetime(2026, 1, 1))  # naive: wall-clock, a whole cycle of weekdays
     previous = next(times)
     gap = None
@@ -149,7 +110,6 @@ def longest_gap(cron: str, fires: int = 500) -> Any:
 def rpo_warnings(config: Any, prefect_yaml: Path = PREFECT_YAML) -> list[str]:
     """Targets whose backup schedule cannot meet their RPO (or health.backup_max_age): their
     backup.age check would warn every day. Said by check-config and runbook deploy."""
-    from runbook.formatting import human_duration
 
     warnings = []
     for target in config.backup_targets():

@@ -12,11 +12,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from flows.backup import backup
+from flows.daily_health import daily_health
+from flows.dr_drill import dr_drill
+from flows.retention import retention
+from flows.verify_backups import verify_backups
 from runbook.config import CONFIG_ENV
 from runbook.demo import (
     append_sample_log_lines,
@@ -25,19 +35,12 @@ from runbook.demo import (
     write_demo_config,
 )
 from runbook.errors import RunFailed
+from runbook.formatting import BACKUP_COLUMNS, backup_rows
 from runbook.systems.pg_servers import EmbeddedServer
 
 
 def run_demo(workdir: Path, as_json: bool = False, keep_running: bool = False) -> bool:
     """Seed, run backup -> verify -> drill -> health -> retention (dry run), print a summary."""
-    from rich.console import Console
-
-    from flows.backup import backup
-    from flows.daily_health import daily_health
-    from flows.dr_drill import dr_drill
-    from flows.retention import retention
-    from flows.verify_backups import verify_backups
-
     stream = sys.stderr if as_json else sys.stdout
     console = Console(stderr=as_json, highlight=False, width=None if stream.isatty() else 160)
     started = time.monotonic()
@@ -71,13 +74,13 @@ def run_demo(workdir: Path, as_json: bool = False, keep_running: bool = False) -
         console.print("[bold]7.[/] retention flow (dry run)")
         r_state = retention(dry_run=True, return_state=True)
 
-        b, v, d, h, r = (summary(s) for s in (b_state, v_state, d_state, h_state, r_state))
+        tour = Tour(*(summary(s) for s in (b_state, v_state, d_state, h_state, r_state)))
         # A health run that finds something critical on a laptop is a finding, not a failure.
         failures = [s.name for s in (b_state, v_state, d_state, r_state) if not s.is_completed()]
         if as_json:
-            print(json.dumps(_as_json(b, v, d, h, r, failures), indent=2, default=str))
+            print(json.dumps(_as_json(tour, failures), indent=2, default=str))
         else:
-            _print_summary(console, b, d, h, r, failures, time.monotonic() - started, config)
+            _print_summary(console, tour, failures, time.monotonic() - started, config)
         if keep_running:
             _serve_until_interrupted(console, server, config)
         elif not as_json:
@@ -103,7 +106,18 @@ def summary(state: Any) -> Any:
     return None if isinstance(result, BaseException) else result
 
 
-def _as_json(b: Any, v: Any, d: Any, h: Any, r: Any, failures: list[str]) -> dict[str, Any]:
+class Tour(NamedTuple):
+    """The summaries of the demo's flows (None where a flow crashed before it had one)."""
+
+    backup: Any
+    verify: Any
+    drill: Any
+    health: Any
+    retention: Any
+
+
+def _as_json(tour: Tour, failures: list[str]) -> dict[str, Any]:
+    b, v, d, h, r = tour
     return {
         "ok": not failures,
         "backups": [x.model_dump(mode="json") for x in getattr(b, "backups", [])],
@@ -118,20 +132,9 @@ def _as_json(b: Any, v: Any, d: Any, h: Any, r: Any, failures: list[str]) -> dic
 
 
 def _print_summary(
-    console: Any,
-    b: Any,
-    d: Any,
-    h: Any,
-    r: Any,
-    failures: list[str],
-    elapsed: float,
-    config: Path,
+    console: Any, tour: Tour, failures: list[str], elapsed: float, config: Path
 ) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from runbook.formatting import BACKUP_COLUMNS, backup_rows
-
+    b, _v, d, h, r = tour
     table = Table(title="Runbook demo: this run's backups")
     for column in BACKUP_COLUMNS:
         table.add_column(column)
@@ -161,9 +164,7 @@ def _print_summary(
         )
         for c in h.checks:
             if c.status.value != "ok":
-                console.print(
-                    escape(f"  {c.status.value}: {c.check} on {c.target}: {c.message}")
-                )
+                console.print(escape(f"  {c.status.value}: {c.check} on {c.target}: {c.message}"))
     if r is not None:
         keep = sum(1 for x in r.decisions if x.action == "keep")
         console.print(
@@ -181,8 +182,6 @@ def _print_summary(
 
 def _serve_until_interrupted(console: Any, server: Any, config: Path) -> None:
     """Keep the embedded PostgreSQL up until Ctrl-C (or SIGTERM)."""
-    import signal
-
     # Ctrl-C and a polite kill both stop it, even when started with SIGINT ignored (a
     # background job of a non-interactive shell inherits that).
     signal.signal(signal.SIGINT, signal.default_int_handler)

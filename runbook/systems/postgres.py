@@ -308,8 +308,6 @@ def exported_snapshot(
 
 def server_identity(dsn: str) -> tuple[str | None, str, int]:
     """(system identifier or None, current database, major version) of a server."""
-    from runbook.systems.postgres import connect
-
     with connect(dsn, autocommit=True) as conn:
         allowed = conn.execute(
             "SELECT has_function_privilege('pg_control_system()', 'execute')"
@@ -324,7 +322,5 @@ def server_identity(dsn: str) -> tuple[str | None, str, int]:
 
 
 def create_database(admin_dsn: str, name: str) -> None:
-    from runbook.systems.postgres import connect
-
     with connect(admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel
+from sqlalchemy.engine import URL
 
 from runbook.catalog import DrillCheck
 from runbook.errors import PermanentError
@@ -367,8 +368,6 @@ def gx_connection(dsn: str) -> tuple[str, dict[str, Any]]:
     dialect hands them to libpq unchanged. The password stays out of the URL so GX never
     holds it in anything it may print or serialize.
     """
-    from sqlalchemy.engine import URL
-
     params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
     password = params.pop("password", None)
     user = params.pop("user", None)
@@ -470,9 +469,11 @@ class _GxSession:
         # Set before the import: GX reads it when the context is created (offline hosts would
         # log upload errors); the import itself costs about 3 s, so only drills pay for it.
         os.environ["GX_ANALYTICS_ENABLED"] = "false"
-        import great_expectations as gx
-        import great_expectations.expectations as gxe
-        from great_expectations.data_context.types.base import ProgressBarsConfig
+        import great_expectations as gx  # noqa: PLC0415
+        import great_expectations.expectations as gxe  # noqa: PLC0415
+        from great_expectations.data_context.types.base import (  # noqa: PLC0415
+            ProgressBarsConfig,
+        )
 
         self.gx, self.gxe = gx, gxe
         self.context = gx.get_context(mode="ephemeral")

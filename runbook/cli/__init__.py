@@ -1,0 +1,36 @@
+"""The `runbook` command: thin, it validates input, calls flows and prints their summaries.
+
+Exit codes: 0 success; 1 a backup, verification or check failed; 2 the operator's mistake
+(bad config, unknown target or id), reported on one line without a traceback.
+Every command takes --config FILE (default ./runbook.yaml or $RUNBOOK_CONFIG) and --json.
+Commands that only read the catalog never start Prefect.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from runbook import __version__
+from runbook.cli import backups, drills, health, setup  # noqa: F401 - each registers its commands
+from runbook.cli.common import EXIT_OK, app
+
+__all__ = ["app", "main"]
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"runbook {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
