@@ -63,6 +63,12 @@ def quantity(value: Any, unit: str = "") -> str:
     return f"{number} {unit}" if unit else number
 
 
+def shorten(text: Any, limit: int) -> str:
+    """Text on one line (whitespace runs become one space), cut to `limit` characters with …"""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 # What people look for first comes first: which backup, which artifact, is it verified.
 BACKUP_COLUMNS = [
     "target",

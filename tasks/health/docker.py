@@ -20,67 +20,56 @@ Checks, each a CheckResult with `target` = the configured target's name:
   have failed.
 - `docker.restarts`: the highest RestartCount (restarts by the engine's restart policy since the
   container was created or last started by hand), graded with `restarts`, naming the worst.
+
+The engine is read through `runbook.systems.docker`; this module grades what it returns.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
-
-import docker
-import requests
-from docker.errors import APIError, DockerException
 
 from runbook.config import DockerTarget
 from runbook.health import CheckResult, Status, describe, grade, timer
+from runbook.systems.docker import (
+    PROJECT_LABEL,
+    DockerApiError,
+    DockerClientError,
+    DockerUnreachable,
+    Engine,
+    container_name,
+)
 
-PROJECT_LABEL = "com.docker.compose.project"
-ONEOFF_LABEL = "com.docker.compose.oneoff"
 SHOULD_RUN_POLICIES = ("always", "unless-stopped")
 MAX_NAMED = 5  # containers named in one message
 HEALTH_OUTPUT_CHARS = 100
-
-# requests wraps socket errors (refused, reset, missing unix socket) in these. Not OSError: every
-# requests and docker error (APIError included) is one.
-_NETWORK_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 
 def check_docker(target: DockerTarget, unreachable: Status = Status.CRITICAL) -> list[CheckResult]:
     """Every check of one Docker engine; a failed check is a result, never an exception."""
     with timer() as elapsed:
         try:
-            client = docker.DockerClient(
-                base_url=target.url, timeout=target.timeout.total_seconds()
-            )
-        except DockerException as exc:
-            if _network_failure(exc):
-                message = f"cannot reach the Docker engine at {target.url}: {_reason(exc)}"
-                return [_result("docker.engine", target, unreachable, message, elapsed())]
-            message = f"cannot talk to the Docker engine at {target.url}: {_reason(exc)}"
-            return [_result("docker.engine", target, Status.CRITICAL, message, elapsed())]
-    try:
-        engine = _check_engine(client, target, unreachable)
-        if engine.status != Status.OK:
-            return [engine]
-        return [engine, *_check_containers(client, target, unreachable)]
-    finally:
-        client.close()
+            engine = Engine(target.url, target.timeout.total_seconds())
+        except DockerUnreachable as exc:
+            return [_result("docker.engine", target, unreachable, str(exc), elapsed())]
+        except DockerClientError as exc:
+            return [_result("docker.engine", target, Status.CRITICAL, str(exc), elapsed())]
+    with engine:
+        result = _check_engine(engine, target, unreachable)
+        if result.status != Status.OK:
+            return [result]
+        return [result, *_check_containers(engine, target, unreachable)]
 
 
-def _check_engine(
-    client: docker.DockerClient, target: DockerTarget, unreachable: Status
-) -> CheckResult:
+def _check_engine(engine: Engine, target: DockerTarget, unreachable: Status) -> CheckResult:
     with timer() as elapsed:
         try:
-            client.ping()
+            engine.ping()
             latency = elapsed()
-            version = client.version()
-        except APIError as exc:
-            message = f"the Docker engine at {target.url} answered {_api_error(exc)}"
-            return _result("docker.engine", target, Status.CRITICAL, message, elapsed())
-        except _NETWORK_ERRORS as exc:
-            message = f"cannot reach the Docker engine at {target.url}: {_reason(exc)}"
-            return _result("docker.engine", target, unreachable, message, elapsed())
+            version = engine.version()
+        except DockerApiError as exc:
+            return _result("docker.engine", target, Status.CRITICAL, str(exc), elapsed())
+        except DockerUnreachable as exc:
+            return _result("docker.engine", target, unreachable, str(exc), elapsed())
         took = elapsed()
     return CheckResult(
         check="docker.engine",
@@ -97,17 +86,17 @@ def _check_engine(
 
 
 def _check_containers(
-    client: docker.DockerClient, target: DockerTarget, unreachable: Status
+    engine: Engine, target: DockerTarget, unreachable: Status
 ) -> list[CheckResult]:
     checks = ("docker.containers", "docker.health", "docker.restarts")
     with timer() as elapsed:
         try:
-            containers = _list_containers(client, target)
-        except APIError as exc:
-            message = f"cannot list containers: {_api_error(exc)}"
+            containers = engine.containers(target.project)
+        except DockerApiError as exc:
+            message = f"cannot list containers: {exc.reason}"
             return [_result(check, target, Status.UNKNOWN, message, elapsed()) for check in checks]
-        except _NETWORK_ERRORS as exc:
-            message = f"cannot list containers: {_reason(exc)}"
+        except DockerUnreachable as exc:
+            message = f"cannot list containers: {exc.reason}"
             return [_result(check, target, unreachable, message, elapsed()) for check in checks]
         took = elapsed()
     return [
@@ -115,21 +104,6 @@ def _check_containers(
         _health(containers, target, took),
         _restarts(containers, target, took),
     ]
-
-
-def _list_containers(client: docker.DockerClient, target: DockerTarget) -> list[dict[str, Any]]:
-    """Inspected containers (attrs of GET /containers/{id}/json) of the project, if any."""
-    filters = {"label": [f"{PROJECT_LABEL}={target.project}"]} if target.project else None
-    found = client.containers.list(all=True, filters=filters, ignore_removed=True)
-    out = []
-    for container in found:
-        labels = (container.attrs.get("Config") or {}).get("Labels") or {}
-        if target.project and labels.get(PROJECT_LABEL) != target.project:
-            continue  # the engine filters already; never report another project's containers
-        if labels.get(ONEOFF_LABEL) == "True":
-            continue
-        out.append(container.attrs)
-    return sorted(out, key=_name)
 
 
 def _containers_state(
@@ -142,7 +116,7 @@ def _containers_state(
         state = attrs.get("State") or {}
         status = state.get("Status", "unknown")
         counts[status] = counts.get(status, 0) + 1
-        name = _name(attrs)
+        name = container_name(attrs)
         code = state.get("ExitCode", 0)
         policy = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
         oom = ", OOM killed" if state.get("OOMKilled") else ""
@@ -190,7 +164,7 @@ def _health(containers: list[dict[str, Any]], target: DockerTarget, took: float)
             detail = output[:HEALTH_OUTPUT_CHARS] or "no output"
             streak = health.get("FailingStreak")
             failing = f", {streak} checks failed in a row" if streak else ""
-            unhealthy.append(f"{_name(attrs)} unhealthy{failing}: {detail}")
+            unhealthy.append(f"{container_name(attrs)} unhealthy{failing}: {detail}")
         elif status in counts:
             counts[status] += 1
     if unhealthy:
@@ -201,7 +175,7 @@ def _health(containers: list[dict[str, Any]], target: DockerTarget, took: float)
 
 
 def _restarts(containers: list[dict[str, Any]], target: DockerTarget, took: float) -> CheckResult:
-    counted = [(int(attrs.get("RestartCount") or 0), _name(attrs)) for attrs in containers]
+    counted = [(int(attrs.get("RestartCount") or 0), container_name(attrs)) for attrs in containers]
     worst = max(counted, default=(0, ""), key=lambda item: item[0])
     restarted = sum(1 for count, _ in counted if count)
     if worst[0]:
@@ -238,39 +212,6 @@ def _result(
     )
 
 
-def _name(attrs: dict[str, Any]) -> str:
-    return str(attrs.get("Name") or attrs.get("Id", "?")[:12]).lstrip("/")
-
-
 def _names(items: list[str]) -> str:
     shown = ", ".join(items[:MAX_NAMED])
     return shown + (f" and {len(items) - MAX_NAMED} more" if len(items) > MAX_NAMED else "")
-
-
-def _network_failure(exc: BaseException) -> bool:
-    """The version negotiation wraps the connection error in a plain DockerException."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, APIError):
-            return False  # the engine answered, with an error
-        if isinstance(seen, _NETWORK_ERRORS):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text.lower():
-        return "timed out"
-    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
-    if errno:
-        return errno.group(0).strip()
-    text = " ".join(text.split())
-    return text if len(text) <= 200 else text[:199] + "…"
-
-
-def _api_error(exc: APIError) -> str:
-    status = exc.status_code if exc.response is not None else "?"
-    explanation = " ".join(str(exc.explanation or "").split())[:200]
-    return f"HTTP {status}: {explanation}" if explanation else f"HTTP {status}"

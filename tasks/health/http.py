@@ -13,93 +13,47 @@ One endpoint yields, in this order:
 `check_http` runs many endpoints concurrently in a private event loop, each under a hard
 deadline, so one hung server cannot stall the run. No header value, URL userinfo or
 secret-looking query value ever appears in a message: URLs are shown redacted and every
-message is scrubbed of the target's secrets before it is returned.
+message is scrubbed of the target's secrets before it is returned. The requests, certificate
+reads and secret handling are `runbook.systems.http`; this module grades what they return.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import errno
 import json
 import re
-import socket
-import ssl
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from cryptography import x509
 from cryptography.x509.oid import NameOID
-from pydantic import SecretStr
 
 from runbook.config import HttpTarget
 from runbook.health import CheckResult, Status, measured, timer
+from runbook.systems.http import (
+    MAX_BODY,
+    Answer,
+    Endpoint,
+    NoAnswer,
+    TlsVerification,
+    async_client,
+    describe_failure,
+    read_certificate,
+    redact_url,
+    request,
+    run_async,
+    scrub,
+    secrets_of,
+)
 
-MAX_BODY = 2 << 20  # bytes read of a response body; health endpoints answer a few hundred
-_SECRET_KEY = re.compile(r"token|key|secret|pass|pwd|auth|sig|credential|session|code", re.I)
-_MIN_SECRET = 3  # shorter "secrets" would mangle every message when scrubbed
-_T = TypeVar("_T")
-
-
-# --- secrets ---------------------------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """The URL without userinfo, query values or fragment: https://host/health?token=***."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:  # IPv6 literal
-            host = f"[{host}]"
-        netloc = f"{host}:{parts.port}" if parts.port else host
-    except ValueError:
-        return "<unparsable URL>"
-    query = "&".join(f"{key}=***" for key, _ in parse_qsl(parts.query, keep_blank_values=True))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def url_secrets(url: str) -> set[str]:
-    """Userinfo and secret-looking query values of a URL, raw and percent-decoded."""
-    found: set[str] = set()
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return found
-    for raw in (parts.username, parts.password):
-        if raw:
-            found |= {raw, unquote(raw)}
-    if parts.username or parts.password:  # the Basic credential httpx derives from them
-        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
-        found.add(base64.b64encode(pair.encode()).decode())
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if value and _SECRET_KEY.search(key):
-            found |= {value, urlencode({"v": value})[2:]}
-    return found
-
-
-def request_url(url: str, headers: dict[str, str]) -> str:
-    """`url` as requested: without its userinfo when an explicit Authorization header is set,
-    which httpx would otherwise replace with Basic credentials made from the userinfo."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc or not any(k.lower() == "authorization" for k in headers):
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def scrub(text: str, secrets: set[str]) -> str:
-    """`text` with every secret (longest first) replaced by ***."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= _MIN_SECRET:
-            text = text.replace(secret, "***")
-    return text
+# --- targets ---------------------------------------------------------------------------------
 
 
 def scrub_results(results: list[CheckResult], secrets: set[str]) -> list[CheckResult]:
+    """The results with every secret scrubbed from their messages and text values."""
     clean = []
     for result in results:
         update: dict[str, Any] = {"message": scrub(result.message, secrets)}
@@ -109,70 +63,12 @@ def scrub_results(results: list[CheckResult], secrets: set[str]) -> list[CheckRe
     return clean
 
 
-def secrets_of(url: str, headers: dict[str, SecretStr]) -> set[str]:
-    """Everything of a target that must never appear in a result."""
-    secrets = url_secrets(url)
-    for value in headers.values():
-        raw = value.get_secret_value()
-        secrets.add(raw)
-        # "Bearer abc123": the credential alone must not leak either
-        secrets.update(part for part in raw.split() if len(part) >= 8)
-    return secrets
-
-
 def _target_secrets(target: HttpTarget) -> set[str]:
     return secrets_of(target.url, target.headers)
 
 
-# --- failures --------------------------------------------------------------------------------
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """exc, its __cause__/__context__ chain and the members of exception groups."""
-    seen: set[int] = set()
-    stack = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        if isinstance(current, BaseExceptionGroup):
-            stack.extend(current.exceptions)
-        for linked in (current.__cause__, current.__context__):
-            if linked is not None:
-                stack.append(linked)
-
-
-def verification_error(exc: BaseException) -> str | None:
-    """The certificate verification error inside exc, e.g. 'self-signed certificate'."""
-    for cause in _causes(exc):
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return cause.verify_message or cause.reason or str(cause)
-    return None
-
-
-def describe_failure(exc: BaseException, timeout: float, host: str) -> str:
-    """Why no answer came, in an operator's words: 'connection refused', 'timed out after 5s'."""
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        return f"timed out after {timeout:g}s"
-    for cause in _causes(exc):
-        if isinstance(cause, socket.gaierror):
-            return f"cannot resolve host {host}: {cause.strerror or cause}"
-        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) in (
-            errno.ECONNREFUSED,
-        ):
-            return "connection refused"
-        if isinstance(cause, ConnectionResetError):
-            return "connection reset by the server"
-        if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLCertVerificationError):
-            return f"TLS handshake failed: {cause.reason or cause}"
-        if isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-            return f"host unreachable: {cause.strerror}"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return f"no valid HTTP answer: {exc}"
-    text = str(exc) or type(exc).__name__
-    return f"cannot connect: {text}"
+def _endpoint(target: HttpTarget) -> Endpoint:
+    return Endpoint(target.url, target.method, target.headers, target.timeout.total_seconds())
 
 
 # --- JSON conditions -------------------------------------------------------------------------
@@ -250,85 +146,10 @@ def json_failures(document: Any, conditions: dict[str, Any]) -> list[str]:
 
 
 @dataclass
-class _Answer:
-    status_code: int
-    body: bytes
-    encoding: str
-    truncated: bool
-    seconds: float
-
-
-@dataclass
-class _NoAnswer:
-    message: str
-    verification: bool  # the certificate failed verification: a finding, always critical
-    seconds: float
-
-
-@dataclass
 class _Certificate:
     days_left: float | None  # None: could not be read
     message: str
     seconds: float
-
-
-async def _request(target: HttpTarget, client: httpx.AsyncClient) -> _Answer | _NoAnswer:
-    timeout = target.timeout.total_seconds()
-    headers = {name: value.get_secret_value() for name, value in target.headers.items()}
-    url = request_url(target.url, headers)
-    request = client.build_request(
-        target.method, url, headers=headers, timeout=httpx.Timeout(timeout)
-    )
-    with timer() as elapsed:
-        try:
-            response = await client.send(request, stream=True)
-            try:
-                chunks, size, truncated = [], 0, False
-                async for chunk in response.aiter_bytes():  # decoded (gzip...)
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size >= MAX_BODY:
-                        truncated = True
-                        break
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as exc:
-            verify = verification_error(exc)
-            if verify is not None:
-                return _NoAnswer(f"TLS certificate verification failed: {verify}", True, elapsed())
-            host = urlsplit(target.url).hostname or ""
-            return _NoAnswer(describe_failure(exc, timeout, host), False, elapsed())
-        body = b"".join(chunks)[:MAX_BODY]
-        return _Answer(
-            response.status_code, body, response.encoding or "utf-8", truncated, elapsed()
-        )
-
-
-def _unverified_context() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-async def read_certificate(host: str, port: int, timeout: float) -> x509.Certificate:
-    """The server's leaf certificate, read without verifying it (expired, self-signed...)."""
-    async with asyncio.timeout(timeout):
-        _, writer = await asyncio.open_connection(
-            host, port, ssl=_unverified_context(), server_hostname=host
-        )
-    try:
-        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-    finally:
-        writer.close()
-        try:
-            async with asyncio.timeout(1):
-                await writer.wait_closed()
-        except (TimeoutError, OSError):
-            pass
-    if not der:
-        raise ssl.SSLError("the server sent no certificate")
-    return x509.load_der_x509_certificate(der)
 
 
 async def _certificate(target: HttpTarget) -> _Certificate:
@@ -376,7 +197,7 @@ async def check_endpoint(
     unreachable = unreachable_status(unreachable)
     https = urlsplit(target.url).scheme == "https"
     answer, certificate = await asyncio.gather(
-        _request(target, client), _certificate(target) if https else _no_certificate()
+        request(_endpoint(target), client), _certificate(target) if https else _no_certificate()
     )
     results = _grade(target, answer, certificate, unreachable)
     return scrub_results(results, _target_secrets(target))
@@ -384,7 +205,7 @@ async def check_endpoint(
 
 def _grade(
     target: HttpTarget,
-    answer: _Answer | _NoAnswer,
+    answer: Answer | NoAnswer,
     certificate: _Certificate | None,
     unreachable: Status,
 ) -> list[CheckResult]:
@@ -393,7 +214,7 @@ def _grade(
     wanted = " or ".join(str(code) for code in expected) or "nothing"
     results: list[CheckResult] = []
 
-    if isinstance(answer, _NoAnswer):
+    if isinstance(answer, NoAnswer):
         status = Status.CRITICAL if answer.verification else unreachable
         results.append(
             CheckResult(
@@ -453,7 +274,7 @@ def _grade(
             )
 
     if certificate is not None and (
-        certificate.days_left is not None or not isinstance(answer, _NoAnswer)
+        certificate.days_left is not None or not isinstance(answer, NoAnswer)
     ):
         # unreadable certificate of an unreachable server: http.status already says it all
         results.append(
@@ -470,7 +291,7 @@ def _grade(
     return results
 
 
-def _json_result(target: HttpTarget, answer: _Answer, cut: str) -> CheckResult:
+def _json_result(target: HttpTarget, answer: Answer, cut: str) -> CheckResult:
     conditions = target.expect.json_
     described = ", ".join(f"{path} = {_show(value)}" for path, value in conditions.items())
     base = {
@@ -504,23 +325,6 @@ def _json_result(target: HttpTarget, answer: _Answer, cut: str) -> CheckResult:
 # --- many endpoints --------------------------------------------------------------------------
 
 
-def _verify_key(target: HttpTarget) -> tuple[str, str]:
-    if not target.verify_tls:
-        return ("off", "")
-    if target.ca_file is not None:
-        return ("ca_file", str(target.ca_file))
-    return ("default", "")
-
-
-def _verify_setting(key: tuple[str, str]) -> bool | ssl.SSLContext:
-    kind, path = key
-    if kind == "off":
-        return False
-    if kind == "ca_file":
-        return ssl.create_default_context(cafile=path)
-    return True
-
-
 def _failed(target: HttpTarget, status: Status, message: str, seconds: float) -> CheckResult:
     result = CheckResult(
         check="http.status",
@@ -536,18 +340,16 @@ async def _check_all(
     targets: list[HttpTarget], unreachable: Status, concurrency: int, deadline: float | None
 ) -> list[list[CheckResult]]:
     semaphore = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    clients: dict[tuple[str, str], httpx.AsyncClient | str] = {}
-    for key in {_verify_key(t) for t in targets}:
+    clients: dict[TlsVerification, httpx.AsyncClient | str] = {}
+    for verification in {_verification(t) for t in targets}:
         try:
-            clients[key] = httpx.AsyncClient(
-                verify=_verify_setting(key), limits=limits, follow_redirects=False
-            )
-        except (OSError, ssl.SSLError) as exc:  # an unreadable ca_file fails its targets only
-            clients[key] = f"cannot load ca_file {key[1]}: {getattr(exc, 'strerror', None) or exc}"
+            clients[verification] = async_client(verification, concurrency)
+        except OSError as exc:  # an unreadable ca_file fails its targets only (SSLError too)
+            reason = getattr(exc, "strerror", None) or exc
+            clients[verification] = f"cannot load ca_file {verification.ca_file}: {reason}"
 
     async def one(target: HttpTarget) -> list[CheckResult]:
-        client = clients[_verify_key(target)]
+        client = clients[_verification(target)]
         if isinstance(client, str):
             return [_failed(target, Status.CRITICAL, client, 0.0)]
         limit = deadline if deadline is not None else target.timeout.total_seconds() + 1
@@ -570,22 +372,8 @@ async def _check_all(
                 await client.aclose()
 
 
-def _run_in_fresh_loop(make: Callable[[], Awaitable[_T]]) -> _T:
-    """asyncio.run, except that closing does not wait for the default executor: a DNS lookup
-    stuck in getaddrinfo must not hold the run after its deadline has passed."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(make())
-    finally:
-        try:
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()  # shuts the default executor down with wait=False
+def _verification(target: HttpTarget) -> TlsVerification:
+    return TlsVerification.of(target.verify_tls, target.ca_file)
 
 
 def check_http(
@@ -609,11 +397,5 @@ def check_http(
     def make() -> Awaitable[list[list[CheckResult]]]:
         return _check_all(list(targets), unreachable, concurrency, deadline)
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        nested = _run_in_fresh_loop(make)
-    else:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check_http") as pool:
-            nested = pool.submit(_run_in_fresh_loop, make).result()
+    nested = run_async(make, thread_name="check_http")
     return [result for per_target in nested for result in per_target]

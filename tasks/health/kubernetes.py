@@ -31,29 +31,29 @@ Checks, each a CheckResult whose `target` is always the configured target's name
   that stops answering mid-run -> the caller's `unreachable` status for the checks left, which
   then fail at once instead of each waiting for its own timeout.
 
-Responses are read as plain JSON (`_preload_content=False`) rather than the generated models:
-big clusters list thousands of pods, and a field the models reject must not hide a crashloop.
-The bearer token (from the target or the kubeconfig) never appears in a message.
+The API is read through `runbook.systems.kubernetes` (plain JSON, page by page, typed errors);
+this module grades what it returns. The bearer token (from the target or the kubeconfig) never
+appears in a message.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import urllib3
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-
 from runbook.config import KubernetesTarget
+from runbook.formatting import shorten
 from runbook.health import CheckResult, Status, describe, grade, timer
+from runbook.systems.kubernetes import (
+    MASK,
+    Cluster,
+    KubernetesApiError,
+    KubernetesConfigError,
+    KubernetesUnreachable,
+    connect,
+)
 
 PENDING_GRACE = timedelta(minutes=5)  # a pod still Pending after this is stuck, not starting
-PAGE_SIZE = 500  # items per list request, as kubectl's --chunk-size
 MAX_NAMED = 5  # objects named in one message
 WAITING_FAILURES = frozenset(
     {
@@ -69,14 +69,6 @@ WAITING_FAILURES = frozenset(
 PRESSURE_CONDITIONS = ("MemoryPressure", "DiskPressure", "PIDPressure")
 NAMESPACED_CHECKS = ("pods_not_ready", "crashloop", "restarts", "deployments", "hpa_at_max")
 
-# One retry (a refused connect or a dropped keep-alive), not urllib3's three.
-_RETRIES = urllib3.Retry(total=1, redirect=0)
-_NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError)
-
-
-class _Unreachable(Exception):
-    """The API server could not be reached or the response could not be read."""
-
 
 def check_kubernetes(
     target: KubernetesTarget, unreachable: Status = Status.CRITICAL
@@ -84,168 +76,50 @@ def check_kubernetes(
     """Every check of one Kubernetes target; a failed check is a result, never an exception."""
     secrets = [target.token.get_secret_value()] if target.token else []
     try:
-        api = _api_client(target)
-    except Exception as exc:  # kubeconfig missing or invalid, not running in a cluster
+        cluster = connect(target)
+    except KubernetesConfigError as exc:
         result = CheckResult(
             check="kubernetes.api",
             target=target.name,
             status=Status.CRITICAL,
-            message=f"cannot configure the Kubernetes client: {_first_line(exc)}",
+            message=f"cannot configure the Kubernetes client: {exc}",
         )
         return _redacted([result], secrets)
-    with api:
-        cluster = _Cluster(api, target, secrets)
-        results = _check_cluster(cluster, unreachable)
+    with cluster:
+        results = _check_cluster(cluster, target, unreachable)
     return _redacted(results, cluster.secrets())
-
-
-def _api_client(target: KubernetesTarget) -> k8s.ApiClient:
-    """api_url (+ token) first, then in-cluster, then the kubeconfig (default ~/.kube/config)."""
-    configuration = k8s.Configuration()
-    configuration.retries = _RETRIES
-    if not target.verify_tls:
-        configuration.verify_ssl = False
-    if target.api_url:
-        configuration.host = target.api_url.rstrip("/")
-        if target.token:
-            configuration.api_key = {"authorization": target.token.get_secret_value()}
-            configuration.api_key_prefix = {"authorization": "Bearer"}
-        return k8s.ApiClient(configuration)
-    if target.in_cluster:
-        k8s_config.load_incluster_config(client_configuration=configuration)
-        return k8s.ApiClient(configuration)
-    return k8s_config.new_client_from_config(
-        config_file=str(target.kubeconfig) if target.kubeconfig else None,
-        context=target.context,
-        persist_config=False,  # a health check never writes the operator's kubeconfig
-        client_configuration=configuration,
-    )
-
-
-class _Cluster:
-    """The few API calls the checks make, returning plain JSON dicts."""
-
-    def __init__(self, api: k8s.ApiClient, target: KubernetesTarget, secrets: list[str]) -> None:
-        self.target = target
-        self.configuration = api.configuration
-        self._secrets = secrets
-        self.core = k8s.CoreV1Api(api)
-        self.apps = k8s.AppsV1Api(api)
-        self.autoscaling = k8s.AutoscalingV2Api(api)
-        self.version_api = k8s.VersionApi(api)
-        self.host = api.configuration.host
-        self.timeout = target.timeout.total_seconds()
-        self.down: _Unreachable | None = None
-
-    def secrets(self) -> list[str]:
-        """The target's token and whatever bearer token the kubeconfig or cluster supplied."""
-        keys = [str(v).removeprefix("Bearer ").strip() for v in self.configuration.api_key.values()]
-        return [s for s in [*self._secrets, *keys] if len(s) >= 4]  # tiny ones mangle text
-
-    def scrub(self, text: str) -> str:
-        for secret in self.secrets():
-            text = text.replace(secret, "**********")
-        return text
-
-    def get(self, call: Callable[..., Any], *args: Any, **params: Any) -> dict[str, Any]:
-        """One GET as JSON. Raises _Unreachable, or ApiException with the token scrubbed from
-        its body (scrubbed here, before any message is shortened and could cut a token).
-        Once the server is unreachable, later calls fail at once: a server that hangs costs one
-        timeout, not one per list, and the run stays inside the check's deadline."""
-        if self.down is not None:
-            raise _Unreachable(str(self.down))
-        try:
-            return self._get(call, *args, **params)
-        except _Unreachable as exc:
-            self.down = exc
-            raise
-
-    def _get(self, call: Callable[..., Any], *args: Any, **params: Any) -> dict[str, Any]:
-        try:
-            response = call(*args, _preload_content=False, _request_timeout=self.timeout, **params)
-        except ApiException as exc:
-            if exc.status == 0:  # TLS failure: the client raises it without an HTTP status
-                reason = self.scrub(_first_line(exc.reason))
-                raise _Unreachable(f"cannot reach {self.host}: {reason}") from exc
-            exc.body = self.scrub(exc.body) if isinstance(exc.body, str) else None
-            exc.reason = self.scrub(str(exc.reason or ""))
-            raise
-        except _NETWORK_ERRORS as exc:
-            reason = self.scrub(_network_reason(exc))
-            raise _Unreachable(f"cannot reach {self.host}: {reason}") from exc
-        try:
-            return json.loads(response.data)
-        except (_NETWORK_ERRORS, ValueError) as exc:
-            reason = self.scrub(_truncate(str(exc), 200))
-            raise _Unreachable(f"unreadable answer from {self.host}: {reason}") from exc
-        finally:
-            response.release_conn()
-
-    def list(self, call: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
-        """Every item of a list, page by page as kubectl does."""
-        items: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            page = self.get(call, *args, limit=PAGE_SIZE, _continue=token)
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
-
-    def version(self) -> dict[str, Any]:
-        return self.get(self.version_api.get_code)
-
-    def namespace(self, name: str) -> dict[str, Any]:
-        return self.get(self.core.read_namespace, name)
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return self.list(self.core.list_node)
-
-    def pods(self, namespace: str | None) -> list[dict[str, Any]]:
-        if namespace is None:
-            return self.list(self.core.list_pod_for_all_namespaces)
-        return self.list(self.core.list_namespaced_pod, namespace)
-
-    def deployments(self, namespace: str | None) -> list[dict[str, Any]]:
-        if namespace is None:
-            return self.list(self.apps.list_deployment_for_all_namespaces)
-        return self.list(self.apps.list_namespaced_deployment, namespace)
-
-    def hpas(self, namespace: str | None) -> list[dict[str, Any]]:
-        if namespace is None:
-            return self.list(self.autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces)
-        return self.list(self.autoscaling.list_namespaced_horizontal_pod_autoscaler, namespace)
 
 
 # --- the checks ------------------------------------------------------------------------------
 
 
-def _check_cluster(cluster: _Cluster, unreachable: Status) -> list[CheckResult]:
-    api = _check_api(cluster, unreachable)
+def _check_cluster(
+    cluster: Cluster, target: KubernetesTarget, unreachable: Status
+) -> list[CheckResult]:
+    api = _check_api(cluster, target.name, unreachable)
     if api.status != Status.OK:
         return [api]
-    results = [api, _check_nodes(cluster, unreachable)]
+    results = [api, _check_nodes(cluster, target.name, unreachable)]
     now = datetime.now(UTC)
-    for namespace in cluster.target.namespaces or [None]:
-        results += _check_namespace(cluster, namespace, now, unreachable)
+    for namespace in target.namespaces or [None]:
+        results += _check_namespace(cluster, target, namespace, now, unreachable)
     return results
 
 
-def _check_api(cluster: _Cluster, unreachable: Status) -> CheckResult:
-    name = cluster.target.name
+def _check_api(cluster: Cluster, name: str, unreachable: Status) -> CheckResult:
     with timer() as elapsed:
         try:
             info = cluster.version()
-        except _Unreachable as exc:
+        except KubernetesUnreachable as exc:
             return _result("kubernetes.api", name, unreachable, str(exc), elapsed())
-        except ApiException as exc:
+        except KubernetesApiError as exc:
             if exc.status in (401, 403):
                 message = (
                     f"unauthorized: {cluster.host} answered HTTP {exc.status} to GET /version "
                     "(token expired, revoked or for another cluster?)"
                 )
             else:
-                message = f"{cluster.host} answered GET /version with {_api_error(exc)}"
+                message = f"{cluster.host} answered GET /version with {exc}"
             return _result("kubernetes.api", name, Status.CRITICAL, message, elapsed())
         latency = elapsed()
     return CheckResult(
@@ -259,12 +133,11 @@ def _check_api(cluster: _Cluster, unreachable: Status) -> CheckResult:
     )
 
 
-def _check_nodes(cluster: _Cluster, unreachable: Status) -> CheckResult:
-    name = cluster.target.name
+def _check_nodes(cluster: Cluster, name: str, unreachable: Status) -> CheckResult:
     with timer() as elapsed:
         try:
             nodes = cluster.nodes()
-        except (_Unreachable, ApiException) as exc:
+        except (KubernetesUnreachable, KubernetesApiError) as exc:
             return _failure("kubernetes.nodes", name, exc, "list nodes", unreachable, elapsed())
     not_ready: list[str] = []
     pressured: list[str] = []
@@ -295,9 +168,12 @@ def _check_nodes(cluster: _Cluster, unreachable: Status) -> CheckResult:
 
 
 def _check_namespace(
-    cluster: _Cluster, namespace: str | None, now: datetime, unreachable: Status
+    cluster: Cluster,
+    target: KubernetesTarget,
+    namespace: str | None,
+    now: datetime,
+    unreachable: Status,
 ) -> list[CheckResult]:
-    target = cluster.target
     name = target.name
     where = f"namespace {namespace}" if namespace else "all namespaces"
 
@@ -308,7 +184,7 @@ def _check_namespace(
         with timer() as elapsed:
             try:
                 cluster.namespace(namespace)
-            except ApiException as exc:
+            except KubernetesApiError as exc:
                 if exc.status == 404:
                     message = f"namespace {namespace} not found (kubectl get namespaces)"
                     return [
@@ -316,14 +192,14 @@ def _check_namespace(
                         for short in NAMESPACED_CHECKS
                     ]
                 # 403: may not read namespaces; the lists below tell what they can
-            except _Unreachable:
+            except KubernetesUnreachable:
                 pass  # each list below reports it with its own check name
 
     results: list[CheckResult] = []
     with timer() as elapsed:
         try:
             pods = cluster.pods(namespace)
-        except (_Unreachable, ApiException) as exc:
+        except (KubernetesUnreachable, KubernetesApiError) as exc:
             action = f"list pods in {where}"
             results += [
                 _failure(check(short), name, exc, action, unreachable, elapsed())
@@ -340,7 +216,7 @@ def _check_namespace(
     with timer() as elapsed:
         try:
             deployments = cluster.deployments(namespace)
-        except (_Unreachable, ApiException) as exc:
+        except (KubernetesUnreachable, KubernetesApiError) as exc:
             action = f"list deployments in {where}"
             results.append(
                 _failure(check("deployments"), name, exc, action, unreachable, elapsed())
@@ -350,7 +226,7 @@ def _check_namespace(
     with timer() as elapsed:
         try:
             hpas = cluster.hpas(namespace)
-        except (_Unreachable, ApiException) as exc:
+        except (KubernetesUnreachable, KubernetesApiError) as exc:
             action = f"list horizontalpodautoscalers in {where}"
             results.append(_failure(check("hpa_at_max"), name, exc, action, unreachable, elapsed()))
         else:
@@ -400,7 +276,7 @@ def _crashloop(check: str, name: str, pods: list[dict[str, Any]], took: float) -
             if reason == "CrashLoopBackOff":
                 entry += f" ({container.get('restartCount', 0)} restarts)"
             elif waiting.get("message"):
-                entry += f" ({_truncate(waiting['message'], 80)})"
+                entry += f" ({shorten(waiting['message'], 80)})"
             bad.append(entry)
     if bad:
         return _result(
@@ -527,11 +403,11 @@ def _failure(
     check: str, name: str, exc: Exception, action: str, unreachable: Status, took: float
 ) -> CheckResult:
     """A list that failed: unreachable -> the caller's status; refused or broken -> unknown."""
-    if isinstance(exc, _Unreachable):
+    if isinstance(exc, KubernetesUnreachable):
         return _result(check, name, unreachable, f"cannot {action}: {exc}", took)
-    assert isinstance(exc, ApiException)
+    assert isinstance(exc, KubernetesApiError)
     hint = " (RBAC: grant get/list on it)" if exc.status in (401, 403) else ""
-    return _result(check, name, Status.UNKNOWN, f"cannot {action}: {_api_error(exc)}{hint}", took)
+    return _result(check, name, Status.UNKNOWN, f"cannot {action}: {exc}{hint}", took)
 
 
 def _redacted(results: list[CheckResult], secrets: list[str]) -> list[CheckResult]:
@@ -543,45 +419,9 @@ def _redacted(results: list[CheckResult], secrets: list[str]) -> list[CheckResul
     for result in results:
         message = result.message
         for secret in secrets:
-            message = message.replace(secret, "**********")
+            message = message.replace(secret, MASK)
         out.append(result.model_copy(update={"message": message}))
     return out
-
-
-def _api_error(exc: ApiException) -> str:
-    """'HTTP 403 Forbidden: <the API server's message>' from a Status body."""
-    detail = ""
-    try:
-        body = json.loads(exc.body or "")
-        if isinstance(body, dict):
-            detail = str(body.get("message") or "")
-    except ValueError:
-        detail = str(exc.body or "")
-    text = f"HTTP {exc.status} {exc.reason or ''}".rstrip()
-    return f"{text}: {_truncate(detail, 200)}" if detail.strip() else text
-
-
-def _network_reason(exc: BaseException) -> str:
-    inner = getattr(exc, "reason", None)
-    if isinstance(inner, BaseException):
-        exc = inner
-    text = str(exc)
-    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
-    if errno:  # before the timeout test: urllib3's NewConnectionError is a ConnectTimeoutError
-        return errno.group(0).strip()
-    if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
-        return "timed out"
-    return _truncate(text, 200)
-
-
-def _first_line(value: Any) -> str:
-    text = str(value).strip()
-    return _truncate(text.splitlines()[0] if text else type(value).__name__, 200)
-
-
-def _truncate(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _names(items: list[str]) -> str:
@@ -609,7 +449,7 @@ def _pending_reason(pod: dict[str, Any]) -> str:
     if scheduled.get("status") == "False":
         return (
             f" ({scheduled.get('reason', 'not scheduled')}: "
-            f"{_truncate(scheduled.get('message', ''), 80)})"
+            f"{shorten(scheduled.get('message', ''), 80)})"
         )
     for container in _container_statuses(pod):
         reason = ((container.get("state") or {}).get("waiting") or {}).get("reason")

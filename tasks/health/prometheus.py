@@ -1,10 +1,10 @@
 """Prometheus checks: instant queries graded against thresholds, the worst series named.
 
-For each PromQuery, GET <url>/api/v1/query?query=... and read the HTTP API's answer:
-  vector  one value per series              matrix  the last sample of each series
-  scalar  one value, no labels              error   {"status": "error", ...} -> critical
-The WORST series is graded (highest for > / >=, lowest for < / <=) and the message names its
-labels and value, and how many series breach. No series -> the query's `no_data` status.
+Each PromQuery is asked through `runbook.systems.prometheus` (vector: one value per series,
+matrix: the last sample of each, scalar: one value); an error answer is critical, an answer
+that is not the API's gets the unreachable status. The WORST series is graded (highest for
+> / >=, lowest for < / <=) and the message names its labels and value, and how many series
+breach. No series -> the query's `no_data` status.
 NaN series (0/0 when there is no traffic) are left out; only NaN -> unknown.
 
 A connection failure marks the remaining queries unreachable without trying them, so a
@@ -14,20 +14,19 @@ Prometheus that is down costs one timeout, not one per query.
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import httpx
 
 from runbook.config import PrometheusTarget, PromQuery
 from runbook.health import CheckResult, Status, describe, grade, measured, timer
-from tasks.health.http import (
-    describe_failure,
-    redact_url,
-    request_url,
-    scrub_results,
-    secrets_of,
-    unreachable_status,
+from runbook.systems.http import secrets_of
+from runbook.systems.prometheus import (
+    NotAnAnswer,
+    Prometheus,
+    PrometheusUnreachable,
+    QueryError,
+    Series,
+    labels_text,
 )
+from tasks.health.http import scrub_results, unreachable_status
 
 # Runbooks 000 (host resources) and 001 (platform metrics), as PromQL.
 RUNBOOK_EXAMPLES: list[PromQuery] = [
@@ -87,50 +86,6 @@ RUNBOOK_EXAMPLES: list[PromQuery] = [
     ),
 ]
 
-Series = tuple[dict[str, str], float]
-
-
-class NotAnAnswer(ValueError):
-    """The body is not a Prometheus HTTP API answer."""
-
-
-def _number(text: Any) -> float:
-    try:
-        return float(text)  # Prometheus writes "NaN", "+Inf", "-Inf" as strings
-    except (TypeError, ValueError):
-        raise NotAnAnswer(f"sample value {text!r} is not a number") from None
-
-
-def series_of(data: dict[str, Any]) -> list[Series]:
-    """(labels, value) per series of `data` in an API answer; matrix -> last sample."""
-    kind, result = data.get("resultType"), data.get("result")
-    if kind in ("scalar", "string"):
-        if not isinstance(result, list) or len(result) != 2:
-            raise NotAnAnswer(f"malformed {kind} result")
-        return [({}, _number(result[1]))]
-    if not isinstance(result, list):
-        raise NotAnAnswer(f"unexpected result of type {kind!r}")
-    series: list[Series] = []
-    for item in result:
-        labels = item.get("metric") or {}
-        if kind == "vector":
-            sample = item.get("value")  # native histograms carry "histogram" instead: skipped
-        elif kind == "matrix":
-            values = item.get("values") or []
-            sample = values[-1] if values else None
-        else:
-            raise NotAnAnswer(f"unknown resultType {kind!r}")
-        if isinstance(sample, list) and len(sample) == 2:
-            series.append((labels, _number(sample[1])))
-    return series
-
-
-def labels_text(labels: dict[str, str]) -> str:
-    """{__name__="up", job="api"} -> up{job="api"}; no labels -> {}."""
-    name = labels.get("__name__", "")
-    rest = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
-    return f"{name}{{{rest}}}" if rest or not name else name
-
 
 def _value_text(value: float, unit: str) -> str:
     if math.isinf(value):
@@ -182,55 +137,14 @@ def grade_series(
     return result
 
 
-def _answer(
-    target: PrometheusTarget,
-    query: PromQuery,
-    response: httpx.Response,
-    seconds: float,
-    unreachable: Status,
-) -> CheckResult:
-    check = f"prometheus.{query.name}"
-    try:
-        payload = response.json()
-        if not isinstance(payload, dict) or payload.get("status") not in ("success", "error"):
-            raise NotAnAnswer("no status field")
-        if payload["status"] == "error":
-            kind = payload.get("errorType") or "error"
-            return CheckResult(
-                check=check,
-                target=target.name,
-                status=Status.CRITICAL,
-                threshold=describe(query.threshold, query.unit),
-                message=f"Prometheus error ({kind}): {payload.get('error') or 'no detail'}",
-                duration=round(seconds, 4),
-            )
-        return grade_series(target.name, query, series_of(payload.get("data") or {}), seconds)
-    except (ValueError, AttributeError) as exc:  # not JSON, or not the API's JSON
-        snippet = response.text[:120].replace("\n", " ")
-        detail = str(exc) if isinstance(exc, NotAnAnswer) else f"body {snippet!r}"
-        return CheckResult(
-            check=check,
-            target=target.name,
-            status=unreachable,
-            threshold=describe(query.threshold, query.unit),
-            message=f"HTTP {response.status_code} is not a Prometheus API answer: {detail}",
-            duration=round(seconds, 4),
-        )
-
-
 def check_prometheus(
     target: PrometheusTarget, unreachable: Status = Status.CRITICAL
 ) -> list[CheckResult]:
     """One result per query of `target`, in order (see the module docstring)."""
     unreachable = unreachable_status(unreachable)
-    headers = {name: value.get_secret_value() for name, value in target.headers.items()}
-    endpoint = request_url(target.url, headers).rstrip("/") + "/api/v1/query"
-    shown = redact_url(endpoint)
-    timeout = target.timeout.total_seconds()
-    secrets = secrets_of(target.url, target.headers)
     results: list[CheckResult] = []
     down: str | None = None  # set when Prometheus cannot be reached at all
-    with httpx.Client(timeout=timeout, headers=headers, follow_redirects=True) as client:
+    with Prometheus.for_target(target) as prometheus:
         for query in target.queries:
             check = f"prometheus.{query.name}"
             if down is not None:
@@ -240,21 +154,39 @@ def check_prometheus(
                 continue
             with timer() as elapsed:
                 try:
-                    response = client.get(endpoint, params={"query": query.query})
-                except httpx.HTTPError as exc:
-                    host = httpx.URL(endpoint).host
-                    message = f"GET {shown}: {describe_failure(exc, timeout, host)}"
-                    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                        down = message
+                    series = prometheus.query(query.query)
+                except PrometheusUnreachable as exc:
+                    if exc.connection_failed:
+                        down = str(exc)
                     results.append(
                         CheckResult(
                             check=check,
                             target=target.name,
                             status=unreachable,
-                            message=message,
+                            message=str(exc),
                             duration=round(elapsed(), 4),
                         )
                     )
                     continue
-                results.append(_answer(target, query, response, elapsed(), unreachable))
-    return scrub_results(results, secrets)
+                except QueryError as exc:
+                    results.append(_refused(target, query, Status.CRITICAL, str(exc), elapsed()))
+                    continue
+                except NotAnAnswer as exc:
+                    results.append(_refused(target, query, unreachable, str(exc), elapsed()))
+                    continue
+                results.append(grade_series(target.name, query, series, elapsed()))
+    return scrub_results(results, secrets_of(target.url, target.headers))
+
+
+def _refused(
+    target: PrometheusTarget, query: PromQuery, status: Status, message: str, seconds: float
+) -> CheckResult:
+    """A query that got an answer but no series: an error, or not the API's answer."""
+    return CheckResult(
+        check=f"prometheus.{query.name}",
+        target=target.name,
+        status=status,
+        threshold=describe(query.threshold, query.unit),
+        message=message,
+        duration=round(seconds, 4),
+    )

@@ -25,7 +25,8 @@ import pytest
 
 from runbook.config import HttpExpect, HttpTarget, Threshold
 from runbook.health import CheckResult, Status
-from tasks.health.http import check_endpoint, check_http, json_failures, redact_url
+from runbook.systems.http import redact_url
+from tasks.health.http import check_endpoint, check_http, json_failures
 from tests.support.certs import make_certificate
 
 HOST = "127.0.0.1"

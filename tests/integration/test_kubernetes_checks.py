@@ -14,7 +14,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-import tasks.health.kubernetes as kube
+import runbook.systems.kubernetes as kubernetes_client
 from runbook.config import KubernetesTarget
 from runbook.health import CheckResult, Status
 from tasks.health.kubernetes import check_kubernetes
@@ -364,7 +364,7 @@ def test_no_namespaces_means_one_result_per_check_over_all_namespaces(
 def test_lists_are_read_page_by_page(
     cluster: FakeKubernetes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kube, "PAGE_SIZE", 2)
+    monkeypatch.setattr(kubernetes_client, "PAGE_SIZE", 2)
     cluster.add(
         *(
             pod(
