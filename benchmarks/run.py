@@ -4,8 +4,10 @@
 
 Builds (once) the >= 1.5 GB database `runbook_bench` on the PostgreSQL at 127.0.0.1:5432,
 then runs the backup pipeline benchmark (benchmarks/pipeline.py), the DR drill benchmark
-(benchmarks/drill.py) and the health check benchmark (benchmarks/health_http.py), and
-records the results.
+(benchmarks/drill.py), the health check benchmark (benchmarks/health_http.py) and the
+maintenance window benchmark (benchmarks/maintenance.py, its own ~1 GB bloated database), and
+records the results. With `--only`, the sections it runs replace theirs in docs/benchmarks.md
+and the others stay as they are.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import contextlib
 import datetime
 import io
 import platform
+import re
 from pathlib import Path
 
-from benchmarks import drill, health_http, pipeline
+from benchmarks import drill, health_http, maintenance, pipeline
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+BENCHMARKS = ["pipeline", "drill", "health", "maintenance"]
 
 HEADER = """# Benchmarks
 
@@ -40,9 +44,9 @@ in under 5 seconds.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["pipeline", "drill", "health"], action="append")
+    parser.add_argument("--only", choices=BENCHMARKS, action="append")
     args = parser.parse_args()
-    only = set(args.only or ["pipeline", "drill", "health"])
+    only = set(args.only or BENCHMARKS)
     sections = []
     if "pipeline" in only:
         sections.append(pipeline.main(["--rounds", str(args.rounds)]))
@@ -57,14 +61,39 @@ def main() -> None:
             "## Health check benchmark\n\n"
             + "\n".join(f"- {line}" for line in captured.getvalue().strip().splitlines())
         )
-    markdown = "\n\n".join(sections)
+    if "maintenance" in only:
+        sections.append(maintenance.main(["--rounds", str(args.rounds)]))
     DOCS.parent.mkdir(parents=True, exist_ok=True)
-    host = f"{platform.node() or 'this machine'} ({platform.machine()}, Python "
-    host += f"{platform.python_version()})"
-    DOCS.write_text(
-        HEADER.format(host=host, date=datetime.date.today().isoformat()) + markdown + "\n"
-    )
+    if only != set(BENCHMARKS) and DOCS.exists():
+        DOCS.write_text(merge_sections(DOCS.read_text(), sections))
+    else:
+        host = f"{platform.node() or 'this machine'} ({platform.machine()}, Python "
+        host += f"{platform.python_version()})"
+        DOCS.write_text(
+            HEADER.format(host=host, date=datetime.date.today().isoformat())
+            + "\n\n".join(sections)
+            + "\n"
+        )
     print(f"written to {DOCS}")
+
+
+def _title(section: str) -> str:
+    """'## DR drill benchmark: runbook_bench (...)' -> '## DR drill benchmark'."""
+    return section.splitlines()[0].split(":", 1)[0].strip()
+
+
+def merge_sections(document: str, sections: list[str]) -> str:
+    """The document with each `## ` section of `sections` in place of the one of the same
+    title (or appended); the header and the other sections unchanged."""
+    parts = re.split(r"(?m)^(?=## )", document)
+    header, existing = parts[0], [part.rstrip("\n") for part in parts[1:]]
+    for section in sections:
+        titles = [_title(part) for part in existing]
+        if _title(section) in titles:
+            existing[titles.index(_title(section))] = section.rstrip("\n")
+        else:
+            existing.append(section.rstrip("\n"))
+    return header + "\n\n".join(existing) + "\n"
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect.utilities.callables import parameter_schema as prefect_schema
 
-from runbook.config import DEFAULT_SCHEDULE, PostgresTarget, RedisTarget
+from runbook.config import DEFAULT_SCHEDULE, PROCEDURES, PostgresTarget, RedisTarget
 
 
 def parameter_choices(flow_name: str, config: Any) -> dict[str, list[str]]:
@@ -25,6 +25,12 @@ def parameter_choices(flow_name: str, config: Any) -> dict[str, list[str]]:
         }
     if flow_name in ("verify-backups", "retention"):
         return {"targets": backup_targets}
+    if flow_name == "maintenance":
+        return {
+            "window": list(config.maintenance.windows),
+            "targets": [t.name for t in config.targets.postgres],
+            "procedures": list(PROCEDURES),
+        }
     return {}
 
 

@@ -6,7 +6,9 @@
 3. Record the results in the catalog with each check's failing streak.
 4. Publish a markdown and a table artifact (keyed: the Artifacts page shows the latest).
 5. Notify: the Slack-compatible webhook for checks that started failing (after N runs in a
-   row), got worse or recovered; Pushgateway metrics when configured.
+   row), got worse or recovered; Pushgateway metrics when configured. Targets under a running
+   maintenance window (the ledger says so) do not notify a failure: the run's events and log
+   say which and why.
 6. Log one line with the status, severity and failing checks; return a HealthReport. The run
    ends Failed when any check is critical.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+from datetime import datetime
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -24,11 +27,11 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
-from runbook.catalog import HealthHistory, utcnow
+from runbook.catalog import Catalog, HealthHistory, MaintenanceLog, utcnow
 from runbook.errors import RunFailed
 from runbook.health import RANK, CheckResult, Status, severity, worst
 from runbook.runtime import open_runtime
-from tasks.health.notify import metrics_text, webhook_message
+from tasks.health.notify import MUTED, metrics_text, webhook_message
 from tasks.health.registry import CheckKind, check_plan, select_kinds
 from tasks.health.report import health_report_markdown, health_table_rows
 from tasks.health.tasks import notify_webhook, push_health_metrics, record_results, run_check
@@ -39,7 +42,9 @@ class HealthReport(BaseModel):
     status: Status
     severity: str | None
     checks: list[CheckResult]
-    events: list[str]  # what was notified: "failing: http.status on api", ...
+    # what was notified: "failing: http.status on api", ...; and what a maintenance window kept
+    # quiet: "muted: postgres.connections on app (critical): under maintenance (...)"
+    events: list[str]
 
     @property
     def critical(self) -> list[CheckResult]:
@@ -68,15 +73,19 @@ def daily_health(only: list[CheckKind] = []) -> HealthReport:  # noqa: B006 - Pr
     ]
     results = [result for future in futures for result in future.result()]
     failing = any(r.status != Status.OK for r in results)
-    tracked = record_results(config_path, run_id, now, results)
+    quiet = targets_under_maintenance(runtime.catalog, utcnow())
+    tracked = record_results(config_path, run_id, now, results, quiet)
 
     status = worst(r.status for r in results)
     level = severity(results)
     events = [
         f"{t.event}: {t.result.check} on {t.result.target} ({t.result.status.value})"
+        + (f": {quiet[t.result.target]}" if t.event == MUTED else "")
         for t in tracked
         if t.event
     ]
+    for target in sorted(quiet.keys() & {r.target for r in results}):
+        get_run_logger().info("not notifying for %s: %s", target, quiet[target])
     report = HealthReport(
         run_id=run_id, status=status, severity=level, checks=results, events=events
     )
@@ -112,6 +121,15 @@ def daily_health(only: list[CheckKind] = []) -> HealthReport:  # noqa: B006 - Pr
         message = f"{len(bad)} critical: {', '.join(bad[:5])}"
         return Failed(message=message, data=RunFailed(message, report))
     return report
+
+
+def targets_under_maintenance(catalog: Catalog, now: datetime) -> dict[str, str]:
+    """Target -> why it is kept quiet: a maintenance window (not a dry run) is running on it."""
+    return {
+        target: f"under maintenance (window {run.window}, run {run.id}, until "
+        f"{run.quiet_until:%Y-%m-%d %H:%M} UTC)"
+        for target, run in MaintenanceLog(catalog).under_maintenance(now).items()
+    }
 
 
 def summary_line(report: HealthReport) -> str:

@@ -8,9 +8,11 @@ Its presence in storage is what makes a backup exist. Layout of one backup in st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -62,6 +64,7 @@ class Manifest(BaseModel):
     source: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
     tools: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)  # e.g. a file that vanished mid-backup
 
     @property
     def key(self) -> str:
@@ -76,7 +79,54 @@ class Manifest(BaseModel):
         return int(match.group(1)) if match else int(self.source.get("server_major", 0))
 
     def to_json(self) -> bytes:
+        """The manifest's bytes as a backup writes them into storage (and seals them)."""
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False).encode()
+
+    def seal(self) -> ManifestSeal:
+        """The seal of `to_json()`: what a backup records in the catalog when it commits."""
+        return seal_manifest(self.to_json())
+
+
+@dataclass(frozen=True)
+class ManifestSeal:
+    """What the catalog keeps of a manifest when its backup commits (or is imported), so
+    verification can tell the manifest in storage from the one committed: the sha256 of its
+    bytes, and a sha256 of each part (each top-level field, each entry of `source`), so a
+    difference can be named ("source.row_counts") without keeping the whole document."""
+
+    sha256: str
+    parts: dict[str, str]
+
+    def differences(self, other: ManifestSeal) -> list[str]:
+        """The parts that differ from `other`'s (changed, added or removed), sorted."""
+        found = []
+        for part in sorted(self.parts.keys() | other.parts.keys()):
+            mine, theirs = self.parts.get(part), other.parts.get(part)
+            if mine != theirs:
+                change = "" if mine and theirs else f" ({'added' if theirs else 'removed'})"
+                found.append(part + change)
+        return found
+
+
+def _digest(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def seal_manifest(data: bytes) -> ManifestSeal:
+    """The seal of a manifest's stored bytes; parts only when they are a JSON object."""
+    parts: dict[str, str] = {}
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raw = None
+    if isinstance(raw, dict):
+        for name, value in raw.items():
+            if name == "source" and isinstance(value, dict):
+                parts |= {f"source.{key}": _digest(item) for key, item in value.items()}
+            else:
+                parts[name] = _digest(value)
+    return ManifestSeal(hashlib.sha256(data).hexdigest(), parts)
 
 
 def new_backup_id(now: datetime | None = None) -> str:
@@ -115,12 +165,50 @@ def parse_manifest(data: bytes, key: str) -> Manifest:
         raise ManifestError(f"{key}: invalid manifest ({exc.error_count()} problems)") from None
 
 
-def read_manifest(storage: Storage, target: str, backup_id: str) -> Manifest:
-    """Raises ObjectNotFound when the backup was never committed (or was deleted)."""
-    key = manifest_key(target, backup_id)
-    manifest = parse_manifest(storage.get_bytes(key), key)
+def ownership_problems(manifest: Manifest, target: str, backup_id: str) -> list[str]:
+    """Why `manifest` is not a manifest of backup `target`/`backup_id`: it names another
+    backup, or an artifact of it lives outside the backup's own folder (a backup vouches for
+    its own objects only, as in pgBackRest's and restic's repositories). Empty when it is."""
+    found = []
     if manifest.backup_id != backup_id or manifest.target != target:
-        raise ManifestError(f"{key}: describes {manifest.target}/{manifest.backup_id}")
+        found.append(f"describes backup {manifest.target}/{manifest.backup_id}")
+    prefix = backup_prefix(target, backup_id)
+    for artifact in manifest.artifacts:
+        if not _inside(artifact.key, prefix):
+            found.append(f"artifact {artifact.name!r} has key {artifact.key!r}, outside {prefix}")
+    return found
+
+
+def _inside(key: str, prefix: str) -> bool:
+    """`key` names an object directly in the folder `prefix` (no '..', no subfolders)."""
+    name = key.removeprefix(prefix)
+    return (
+        key.startswith(prefix)
+        and name not in ("", ".", "..")
+        and not any(c in name for c in "/\\\0")
+    )
+
+
+def read_manifest(
+    storage: Storage, target: str, backup_id: str, sealed: ManifestSeal | None = None
+) -> Manifest:
+    """The manifest of one backup, refused (ManifestError) unless it describes that backup
+    and only objects in its folder, and, given the seal the backup committed, unless it is
+    that very manifest. Raises ObjectNotFound when the backup was never committed (or was
+    deleted)."""
+    key = manifest_key(target, backup_id)
+    data = storage.get_bytes(key)
+    if sealed is not None:
+        changed = sealed.differences(seal_manifest(data))
+        if changed or seal_manifest(data).sha256 != sealed.sha256:
+            raise ManifestError(
+                f"{key}: not the manifest this backup committed "
+                f"({', '.join(changed) or 'its bytes'} changed)"
+            )
+    manifest = parse_manifest(data, key)
+    problems = ownership_problems(manifest, target, backup_id)
+    if problems:
+        raise ManifestError(f"{key}: {'; '.join(problems)}")
     return manifest
 
 
@@ -138,6 +226,7 @@ __all__ = [
     "Manifest",
     "ManifestArtifact",
     "ManifestError",
+    "ManifestSeal",
     "ObjectNotFound",
     "StoredArtifact",
     "artifact_key",
@@ -145,6 +234,8 @@ __all__ = [
     "list_manifests",
     "manifest_key",
     "new_backup_id",
+    "ownership_problems",
     "parse_manifest",
     "read_manifest",
+    "seal_manifest",
 ]

@@ -1,5 +1,6 @@
 """The catalog: Runbook's system of record (SQLAlchemy 2, SQLite by default, PostgreSQL too),
-one module per aggregate: backups (with their artifacts and verifications), drills, health.
+one module per aggregate: backups (with their artifacts and verifications), drills, health,
+maintenance (window runs and their actions: the ledger).
 """
 
 from runbook.catalog.backups import (
@@ -30,6 +31,16 @@ from runbook.catalog.health import (
     HealthRunTransitionError,
     StoredCheck,
 )
+from runbook.catalog.maintenance import (
+    FINAL_OUTCOMES,
+    MaintenanceAction,
+    MaintenanceLedger,
+    MaintenanceLog,
+    MaintenanceRun,
+    MaintenanceStatus,
+    MaintenanceTransitionError,
+    Outcome,
+)
 
 __all__ = [
     "COMMITTED",
@@ -51,10 +62,18 @@ __all__ = [
     "DrillStatus",
     "DrillStep",
     "DrillTransitionError",
+    "FINAL_OUTCOMES",
     "HealthHistory",
     "HealthRun",
     "HealthRunStatus",
     "HealthRunTransitionError",
+    "MaintenanceAction",
+    "MaintenanceLedger",
+    "MaintenanceLog",
+    "MaintenanceRun",
+    "MaintenanceTransitionError",
+    "Outcome",
+    "MaintenanceStatus",
     "StoredCheck",
     "VerificationRecord",
     "migrate",

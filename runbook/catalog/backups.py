@@ -14,8 +14,10 @@ model), each refusing a move its status does not allow (`TRANSITIONS`):
     anything but deleted        --mark_deleting--> deleting --mark_deleted--> deleted
 
 The manifest in storage is the commit marker: a backup is listed as existing only once its
-manifest was written (status stored, verified or corrupt: COMMITTED). A backup that is not good
-keeps the step it failed in (`failed_step`, a BackupStep) beside its error.
+manifest was written (status stored, verified or corrupt: COMMITTED). Storage is not trusted:
+the row keeps the manifest's seal (its sha256 and one per part, `ManifestSeal`) and the
+artifacts it committed, so verification can tell an edited or swapped manifest. A backup
+that is not good keeps the step it failed in (`failed_step`, a BackupStep) beside its error.
 The schema is created and upgraded by the Alembic migrations in `runbook/migrations`.
 """
 
@@ -47,7 +49,7 @@ from sqlalchemy.orm import (
 
 from runbook.catalog.db import Base, UTCDateTime, make_engine, migrate, utcnow
 from runbook.errors import NotFoundError
-from runbook.manifest import Manifest, StoredArtifact
+from runbook.manifest import Manifest, ManifestSeal, StoredArtifact
 
 
 class BackupStatus(enum.StrEnum):
@@ -112,6 +114,9 @@ class BackupRow(Base):
     bytes_logical: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     storage: Mapped[str] = mapped_column(String(1024))
     manifest_key: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # The committed manifest's seal: sha256 of its bytes, and {part: sha256} as JSON.
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    manifest_parts: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     failed_step: Mapped[str | None] = mapped_column(String(32), nullable=True)  # BackupStep
@@ -177,6 +182,8 @@ class BackupRecord(BaseModel):
     bytes_logical: int | None = None
     storage: str
     manifest_key: str | None = None
+    manifest_sha256: str | None = None  # of the manifest this backup committed
+    manifest_parts: dict[str, str] | None = None  # sha256 of each of its parts
     attempts: int = 0
     error: str | None = None
     failed_step: BackupStep | None = None  # the step a failed, locked or corrupt backup failed in
@@ -186,6 +193,14 @@ class BackupRecord(BaseModel):
     @property
     def committed(self) -> bool:
         return self.status in COMMITTED
+
+    @property
+    def manifest_seal(self) -> ManifestSeal | None:
+        """The seal of the manifest it committed; None for a backup committed before the
+        catalog kept seals (until its first good verification) or not committed."""
+        if self.manifest_sha256 is None:
+            return None
+        return ManifestSeal(self.manifest_sha256, dict(self.manifest_parts or {}))
 
 
 class VerificationRecord(BaseModel):
@@ -198,6 +213,7 @@ class VerificationRecord(BaseModel):
 
 def _record(row: BackupRow) -> BackupRecord:
     data = {c.key: getattr(row, c.key) for c in BackupRow.__table__.columns}
+    data["manifest_parts"] = json.loads(row.manifest_parts) if row.manifest_parts else None
     data["artifacts"] = [
         ArtifactRecord.model_validate(
             {c.key: getattr(a, c.key) for c in ArtifactRow.__table__.columns}
@@ -207,14 +223,22 @@ def _record(row: BackupRow) -> BackupRecord:
     return BackupRecord.model_validate(data)
 
 
-def _stored_from(manifest: Manifest) -> tuple[dict[str, Any], Callable[[Session, BackupRow], None]]:
-    """What a committed backup's row takes from its manifest: the one home of "record a
-    stored backup", for a backup that just committed and for one imported from storage."""
+def _sealed(seal: ManifestSeal) -> dict[str, Any]:
+    return {"manifest_sha256": seal.sha256, "manifest_parts": json.dumps(seal.parts)}
+
+
+def _stored_from(
+    manifest: Manifest, seal: ManifestSeal
+) -> tuple[dict[str, Any], Callable[[Session, BackupRow], None]]:
+    """What a committed backup's row takes from its manifest (and the seal of the manifest's
+    stored bytes): the one home of "record a stored backup", for a backup that just
+    committed and for one imported from storage."""
     changes = {
         "finished_at": manifest.finished_at,
         "bytes_stored": sum(a.bytes for a in manifest.artifacts),
         "bytes_logical": sum(a.logical_bytes for a in manifest.artifacts),
         "manifest_key": manifest.key,
+        **_sealed(seal),
     }
     facts = set(StoredArtifact.model_fields)
 
@@ -296,15 +320,22 @@ class Catalog:
             backup_id, "start", {**changes, "failed_step": None}, new=new, edit=next_attempt
         )
 
-    def mark_stored(self, backup_id: str, manifest: Manifest) -> BackupRecord:
-        """The attempt wrote its manifest: the backup exists, with the manifest's artifacts."""
-        changes, artifacts = _stored_from(manifest)
+    def mark_stored(
+        self, backup_id: str, manifest: Manifest, seal: ManifestSeal | None = None
+    ) -> BackupRecord:
+        """The attempt wrote its manifest: the backup exists, with the manifest's artifacts
+        and its seal (by default that of `manifest.to_json()`, the bytes a backup writes)."""
+        changes, artifacts = _stored_from(manifest, seal or manifest.seal())
         return self._move(backup_id, "mark_stored", changes, edit=artifacts)
 
-    def import_stored(self, manifest: Manifest, storage: str) -> BackupRecord:
+    def import_stored(
+        self, manifest: Manifest, storage: str, seal: ManifestSeal | None = None
+    ) -> BackupRecord:
         """A committed backup found in storage that the catalog does not know, or knows as
-        deleted (storage wins): stored, and said to be unverified until it is read back."""
-        changes, artifacts = _stored_from(manifest)
+        deleted (storage wins): stored, and said to be unverified until it is read back.
+        `seal` is that of the manifest's bytes as found (default: of `manifest.to_json()`).
+        Whether storage may be believed is the importer's call (tasks/backups/retention.py)."""
+        changes, artifacts = _stored_from(manifest, seal or manifest.seal())
         changes |= {"deleted_at": None, "error": "imported from storage; not yet verified"}
 
         def new() -> BackupRow:
@@ -335,12 +366,22 @@ class Catalog:
         return self._move(backup_id, "mark_locked", changes)
 
     def mark_verified(
-        self, backup_id: str, *, started_at: datetime, finished_at: datetime, keys: Iterable[str]
+        self,
+        backup_id: str,
+        *,
+        started_at: datetime,
+        finished_at: datetime,
+        keys: Iterable[str],
+        seal: ManifestSeal | None = None,
     ) -> BackupRecord:
-        """A verification read the artifacts `keys` back and each matched the manifest."""
+        """A verification read the artifacts `keys` back and each matched the manifest.
+        `seal` seals a backup committed before the catalog kept seals (never replaces one)."""
 
         def record(session: Session, row: BackupRow) -> None:
             _record_checks(row, finished_at, keys, {})
+            if seal is not None and row.manifest_sha256 is None:
+                for column, value in _sealed(seal).items():
+                    setattr(row, column, value)
             session.add(
                 VerificationRow(
                     backup_id=backup_id, started_at=started_at, finished_at=finished_at, ok=True

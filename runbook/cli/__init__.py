@@ -1,7 +1,8 @@
 """The `runbook` command: thin, it validates input, calls flows and prints their summaries.
 
 Exit codes: 0 success; 1 a backup, verification or check failed; 2 the operator's mistake
-(bad config, unknown target or id), reported on one line without a traceback.
+(bad config, unknown target or id), reported on one line without a traceback; 130 or 143
+when stopped by SIGINT or SIGTERM (the run's records say so, and nothing of it keeps running).
 Every command takes --config FILE (default ./runbook.yaml or $RUNBOOK_CONFIG) and --json.
 Commands that only read the catalog never start Prefect.
 """
@@ -14,8 +15,15 @@ from typing import Annotated
 import typer
 
 from runbook import __version__
-from runbook.cli import backups, drills, health, setup  # noqa: F401 - each registers its commands
+from runbook.cli import (  # noqa: F401 - each registers its commands
+    backups,
+    drills,
+    health,
+    maintenance,
+    setup,
+)
 from runbook.cli.common import EXIT_OK, app
+from runbook.stopping import Stopped, leave_now, stop_on_signals
 
 __all__ = ["app", "main"]
 
@@ -30,7 +38,11 @@ def main_callback(
 
 
 def main() -> None:
+    stop_on_signals()  # SIGTERM and SIGINT end a run within seconds, its records saying why
     try:
         app()
+    except Stopped as exc:
+        typer.echo(f"runbook: {exc}", err=True)
+        leave_now(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

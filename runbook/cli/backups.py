@@ -39,10 +39,8 @@ def backup(
     as_json: JsonOpt = False,
 ) -> None:
     """Back up targets now and verify each backup by reading it back from storage."""
-    from runbook.config import load_config
-
     path = config_path_of(config)
-    cfg = load_config(path)
+    cfg, _catalog = open_catalog(config)  # a bad catalog fails here, before Prefect starts
     cfg.select_targets(target)  # unknown names fail here, before Prefect starts
     if not cfg.backup_targets():
         fail(f"{path}: no targets configured (add targets.postgres, .redis or .files)")

@@ -86,10 +86,12 @@ def make_console() -> Any:
 def run_flow(flow_fn: Any, config_path: str, **params: Any) -> tuple[bool, Any]:
     """Run a flow in this process on the given config; (completed?, its summary). Operator
     errors re-raised. Flows read their config from $RUNBOOK_CONFIG, as on a worker."""
+    from runbook.cli.prefect_server import start_temporary_server
     from runbook.config import CONFIG_ENV
     from runbook.errors import RunFailed
 
     os.environ[CONFIG_ENV] = config_path
+    start_temporary_server()  # in ephemeral mode: a server that dies with this process
     state = flow_fn(**params, return_state=True)
     result = RunFailed.summary_of(state.result(raise_on_failure=False))
     if isinstance(result, RunbookError):

@@ -151,9 +151,13 @@ def drill(
 ) -> None:
     """Restore a backup into a scratch database, validate it, measure RTO and RPO.
     Exit 0 when the drill passed, 1 when it failed."""
+    from tasks.drills.drill import check_drill_request
+
     cfg, catalog = open_catalog(config)
-    if target:
-        cfg.target(target)
+    if target:  # an operator's mistake fails here, in one line, before Prefect starts
+        check_drill_request(catalog, cfg.target(target), backup_)
+    elif not (cfg.targets.postgres or cfg.targets.redis):
+        fail("no PostgreSQL or Redis targets to drill (files targets are not drilled)")
     if backup_ != "latest":
         record = catalog.get_backup(backup_)
         if target and record.target != target:

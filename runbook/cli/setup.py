@@ -129,6 +129,8 @@ def demo(
     """The zero-setup tour: an embedded PostgreSQL with sample data, then backup -> verify ->
     DR drill -> health -> retention (dry run), with a summary."""
     from flows.demo import run_demo
+    from runbook.cli.prefect_server import start_temporary_server
 
+    start_temporary_server()  # in ephemeral mode: a server that dies with this process
     ok = run_demo(workdir.resolve(), as_json=as_json, keep_running=keep_running)
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)

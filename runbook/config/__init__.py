@@ -39,6 +39,19 @@ from runbook.config.loading import (
     parse_config,
     resolve_config_path,
 )
+from runbook.config.maintenance import (
+    PROCEDURES,
+    AlertmanagerSilence,
+    AnalyzeSettings,
+    HttpCall,
+    IdleConnectionSettings,
+    MaintenanceMode,
+    MaintenanceSettings,
+    QueryBaselineSettings,
+    ReindexSettings,
+    VacuumSettings,
+    WindowSettings,
+)
 from runbook.config.notifications import Notifications, PushgatewaySettings, WebhookSettings
 from runbook.config.root import Config
 from runbook.config.storage import LocalStorage, S3Storage, Storage
@@ -54,6 +67,17 @@ from runbook.config.targets import (
 )
 
 __all__ = [
+    "PROCEDURES",
+    "AlertmanagerSilence",
+    "AnalyzeSettings",
+    "HttpCall",
+    "IdleConnectionSettings",
+    "QueryBaselineSettings",
+    "ReindexSettings",
+    "VacuumSettings",
+    "MaintenanceMode",
+    "MaintenanceSettings",
+    "WindowSettings",
     "ALL_KINDS",
     "BACKUP_KINDS",
     "CONFIG_ENV",

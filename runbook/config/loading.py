@@ -1,5 +1,9 @@
 """Reading runbook.yaml: find the file, parse the YAML, expand `${VAR}`s, validate into a
 Config with errors that name the field, and resolve relative paths against the file's folder.
+
+The YAML is composed into nodes and checked before any Python value is built: a key given
+twice is refused with both lines (YAML would keep the last one silently), and aliases that
+would expand past `MAX_YAML_VALUES` values (an alias bomb) are refused before they expand.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from runbook.config.storage import LocalStorage
 from runbook.errors import ConfigError
 
 DEFAULT_CONFIG = "runbook.yaml"
+# A complete runbook.yaml holds hundreds of values; aliases may not multiply that past this.
+MAX_YAML_VALUES = 100_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 CONFIG_ENV = "RUNBOOK_CONFIG"
 
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -99,7 +106,7 @@ def load_config(path: str | Path | None = None, unset: list[str] | None = None) 
     With `unset` (a list), unset ${VAR}s are collected there instead of failing."""
     file = resolve_config_path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"{file}: config file not found (pass --config FILE or set ${CONFIG_ENV}; "
@@ -107,13 +114,21 @@ def load_config(path: str | Path | None = None, unset: list[str] | None = None) 
         ) from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{file}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}); "
+            "save the file as UTF-8"
+        ) from None
     return parse_config(text, source=file, unset=unset)
 
 
 def parse_config(text: str, source: Path | None = None, unset: list[str] | None = None) -> Config:
     label = str(source) if source else "config"
     try:
-        data = yaml.safe_load(text)
+        data = _read_yaml(text, label)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -139,6 +154,90 @@ def parse_config(text: str, source: Path | None = None, unset: list[str] | None 
     if source is not None:
         config = _resolve_paths(config, source.resolve())
     return config
+
+
+def _read_yaml(text: str, label: str) -> Any:
+    """The YAML document as Python values, after refusing alias bombs and duplicate keys."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError(f"{label}: the YAML is nested too deeply") from None
+        if node is None:
+            return None
+        _refuse_alias_bomb(node, label)
+        _refuse_duplicate_keys(node, label)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _refuse_alias_bomb(root: yaml.Node, label: str) -> None:
+    """Count the values the document would hold once its aliases are expanded, without
+    expanding them (each node is sized once and an alias reuses its size)."""
+    sizes: dict[int, int] = {}
+    over = MAX_YAML_VALUES + 1
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = over  # reached again while being sized: it contains itself
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children: list[yaml.Node] = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_VALUES:
+                break
+        sizes[id(node)] = min(total, over)
+        return sizes[id(node)]
+
+    try:
+        too_big = size(root) > MAX_YAML_VALUES
+    except RecursionError:
+        raise ConfigError(f"{label}: the YAML is nested too deeply") from None
+    if too_big:
+        raise ConfigError(
+            f"{label}: its YAML aliases (*name) would expand to more than "
+            f"{MAX_YAML_VALUES:,} values (an alias bomb, or an alias that contains itself); "
+            "refused before expanding them: use fewer aliases"
+        )
+
+
+def _refuse_duplicate_keys(root: yaml.Node, label: str) -> None:
+    """A key given twice in one mapping is an error naming both lines (`<<` merges may still
+    override merged keys, as YAML intends)."""
+    seen_nodes: set[int] = set()
+    pending: list[tuple[yaml.Node, str]] = [(root, "")]
+    while pending:
+        node, path = pending.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            pending.extend((child, f"{path}[{i}]") for i, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                    line = key.start_mark.line + 1
+                    first = lines.get((key.tag, key.value))
+                    if first is not None:
+                        where = f"{path}: " if path else ""
+                        raise ConfigError(
+                            f"{label}: {where}{key.value!r} is given twice, at line {first} "
+                            f"and line {line}; keep one (YAML would silently use the last)"
+                        )
+                    lines[(key.tag, key.value)] = line
+                    pending.append((value, _join(path, str(key.value))))
+                else:
+                    pending.append((value, path))
 
 
 def _resolve_paths(config: Config, source: Path) -> Config:

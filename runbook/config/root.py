@@ -12,6 +12,7 @@ from runbook.config.backups import DEFAULT_SCHEDULE, BackupSettings, Retention
 from runbook.config.core import Model
 from runbook.config.drills import DrillSettings
 from runbook.config.health import HealthSettings
+from runbook.config.maintenance import MaintenanceSettings
 from runbook.config.notifications import Notifications
 from runbook.config.storage import LocalStorage, Storage
 from runbook.config.targets import ALL_KINDS, BACKUP_KINDS, TargetConfig, Targets
@@ -30,6 +31,7 @@ class Config(Model):
     health: HealthSettings = Field(default_factory=HealthSettings)
     drills: DrillSettings = Field(default_factory=DrillSettings)
     notifications: Notifications = Field(default_factory=Notifications)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     _source: Path | None = PrivateAttr(default=None)  # the file it came from
 
     @field_validator("timezone")

@@ -86,6 +86,10 @@ class FilesTarget(Model):
     paths: list[Path] = Field(min_length=1)
     schedule: ScheduleName = DEFAULT_SCHEDULE
     exclude: list[str] = Field(default_factory=list, description="glob patterns to leave out")
+    allow_empty: bool = Field(
+        default=False,
+        description="an archive with no files is a good backup (default: a failed one)",
+    )
     rpo: Duration | None = None
 
 

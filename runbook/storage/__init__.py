@@ -9,6 +9,7 @@ from runbook.storage.base import (
     ObjectNotFound,
     Storage,
     StorageError,
+    StorageFull,
     TransientStorageError,
     check_key,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "ObjectNotFound",
     "Storage",
     "StorageError",
+    "StorageFull",
     "TransientStorageError",
     "check_key",
     "open_storage",

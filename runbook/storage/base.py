@@ -15,7 +15,8 @@ Keys are relative, '/'-separated paths without empty, '.' or '..' segments.
   multipart uploads) started before `older_than`; returns how many were removed.
 
 Errors: `ObjectNotFound` for a missing key, `TransientStorageError` for faults worth retrying
-(5xx, timeouts, connection refused), `StorageError` for the rest (access denied, no bucket).
+(5xx, timeouts, connection refused), `StorageFull` for a full disk or quota (never retried),
+`StorageError` for the rest (access denied, no bucket).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class StorageError(Exception):
 
 class TransientStorageError(StorageError, TransientError):
     """A storage operation failed in a way that may succeed when retried."""
+
+
+class StorageFull(StorageError):
+    """The storage has no room left (ENOSPC, quota): someone must free space first."""
 
 
 class ObjectNotFound(StorageError):

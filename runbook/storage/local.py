@@ -7,6 +7,7 @@ temp file that `cleanup_incomplete` removes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -21,18 +22,28 @@ from runbook.storage.base import (
     ObjectNotFound,
     Storage,
     StorageError,
+    StorageFull,
     TransientStorageError,
     check_key,
 )
 
 TEMP_MARK = ".tmp-"
-# Errors a retry can cure: a full disk freed by retention, a share that hiccuped.
-_TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE}
+# Errors a retry can cure: a share that hiccuped. A full disk is not one of them: nothing
+# frees space between two attempts a few seconds apart, so retrying only repeats the write.
+_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE}
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
-def _storage_error(exc: OSError, what: str) -> StorageError:
+def _storage_error(exc: OSError, what: str, root: Path | None = None) -> StorageError:
+    reason = exc.strerror or str(exc)
+    if exc.errno in _FULL_ERRNOS:
+        where = f"the storage at {root}" if root is not None else "the storage"
+        return StorageFull(
+            f"{what}: {reason} ({where} is full: free space or delete old backups; "
+            "a retry will not help)"
+        )
     cls = TransientStorageError if exc.errno in _TRANSIENT_ERRNOS else StorageError
-    return cls(f"{what}: {exc.strerror or exc}")
+    return cls(f"{what}: {reason}")
 
 
 def _is_temp(name: str) -> bool:
@@ -54,21 +65,21 @@ class LocalStorage(Storage):
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _storage_error(exc, f"cannot create {final.parent}") from None
+            raise _storage_error(exc, f"cannot create {final.parent}", self.root) from None
         temp = final.with_name(f".{final.name}{TEMP_MARK}{secrets.token_hex(6)}")
         fd = -1
         try:
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             except OSError as exc:
-                raise _storage_error(exc, f"cannot write {key}") from None
+                raise _storage_error(exc, f"cannot write {key}", self.root) from None
             size = 0
             flusher = _Flusher(fd)
             try:
                 # Outside the OSError mapping: the iterator's own errors (an OSError from a
                 # dying dump too) must propagate unchanged.
                 for chunk in chunks:
-                    _write_all(fd, chunk, key)
+                    _write_all(fd, chunk, key, self.root)
                     size += len(chunk)
                     flusher.written(len(chunk))
             finally:
@@ -80,11 +91,14 @@ class LocalStorage(Storage):
                 os.replace(temp, final)
                 _fsync_dir(final.parent)
             except OSError as exc:
-                raise _storage_error(exc, f"cannot write {key}") from None
+                raise _storage_error(exc, f"cannot write {key}", self.root) from None
         finally:
+            # Only reached with an open fd or a temp file when the put failed: cleaning up
+            # must not replace that error (on NFS, close() itself may report ENOSPC).
             if fd >= 0:
-                os.close(fd)
-            if temp.exists():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            with contextlib.suppress(OSError):
                 temp.unlink(missing_ok=True)
         return ObjectInfo(key=key, size=size, modified=_mtime(final))
 
@@ -158,13 +172,13 @@ class LocalStorage(Storage):
         return removed
 
 
-def _write_all(fd: int, chunk: bytes, key: str) -> None:
+def _write_all(fd: int, chunk: bytes, key: str, root: Path) -> None:
     view = memoryview(chunk)
     try:
         while view:
             view = view[os.write(fd, view) :]
     except OSError as exc:
-        raise _storage_error(exc, f"cannot write {key}") from None
+        raise _storage_error(exc, f"cannot write {key}", root) from None
 
 
 def _read_chunks(handle, chunk_size: int, key: str) -> Iterator[bytes]:

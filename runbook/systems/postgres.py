@@ -1,6 +1,7 @@
 """PostgreSQL as Runbook talks to it: connections with classified errors (transient or
 permanent, never a password in the text), the facts of a source database taken inside the
-snapshot a dump uses, a server's identity, and creating and dropping databases."""
+snapshot a dump uses, a server's identity, creating and dropping databases, and the idle
+client sessions that health checks count and maintenance windows end."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -324,3 +327,63 @@ def server_identity(dsn: str) -> tuple[str | None, str, int]:
 def create_database(admin_dsn: str, name: str) -> None:
     with connect(admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+# pg_stat_activity states of a session that holds a transaction open and does nothing.
+IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
+
+
+@dataclass(frozen=True)
+class IdleSession:
+    """A client session doing nothing, as pg_stat_activity shows it."""
+
+    pid: int
+    user: str | None
+    application: str
+    client: str  # client address, "local" for a Unix socket
+    database: str | None
+    state: str  # idle, idle in transaction, idle in transaction (aborted)
+    idle_seconds: float  # since state_change: how long it has been in this state
+    backend_start: datetime  # with pid, names the session (pids are reused)
+    last_query: str  # its first 200 characters: may hold secrets, preview before showing
+
+
+# Client backends only (never walsenders, autovacuum, background or parallel workers) and
+# never the asking session. Idle time counts from state_change, when the session went idle:
+# runbook 003 writes query_start, which for an idle session is when its last query *started*,
+# so a session whose hour-long query ended a minute ago would count as idle for an hour.
+_IDLE_SESSIONS = """
+    SELECT pid, usename, coalesce(application_name, ''), coalesce(host(client_addr), 'local'),
+           datname, state, extract(epoch FROM now() - state_change)::float8, backend_start,
+           left(query, 200)
+    FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+      AND (state = 'idle'
+           AND state_change < now() - make_interval(secs => %(idle_after)s::float8)
+           OR state = ANY(%(in_transaction)s)
+           AND state_change < now() - make_interval(secs => %(in_transaction_after)s::float8))
+      AND (NOT %(this_database_only)s OR datname = current_database())
+    ORDER BY state_change, pid
+"""
+
+
+def idle_sessions(
+    conn: psycopg.Connection,
+    *,
+    idle_after: float | None,
+    in_transaction_after: float | None,
+    this_database_only: bool = False,
+) -> list[IdleSession]:
+    """Client sessions idle longer than `idle_after` seconds and idle in a transaction longer
+    than `in_transaction_after` seconds (None leaves that kind out), longest idle first;
+    the whole server's, or the connection's database's only."""
+    rows = conn.execute(
+        _IDLE_SESSIONS,
+        {
+            "idle_after": idle_after,
+            "in_transaction": list(IDLE_IN_TRANSACTION),
+            "in_transaction_after": in_transaction_after,
+            "this_database_only": this_database_only,
+        },
+    ).fetchall()
+    return [IdleSession(*row) for row in rows]

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from runbook.config import (
     TargetConfig,
 )
 from runbook.errors import PermanentError
-from runbook.locks import LockTimeout, named_lock
+from runbook.locks import LockTimeout, backup_lock, named_lock
 from runbook.manifest import (
     Manifest,
     ManifestArtifact,
@@ -46,6 +46,7 @@ from runbook.manifest import (
     manifest_key,
 )
 from runbook.secrets import redact, split_dsn, target_secrets
+from runbook.stopping import run_interruptibly, stop_reason
 from runbook.storage import Storage, StorageError
 from runbook.streams import ProcessStream, ZstdEncoder
 from runbook.systems.pg_tools import client_env, pick_binary
@@ -101,7 +102,9 @@ def store_artifact(
         chunks, level=settings.compression_level, threads=settings.compression_threads
     )
     try:
-        info = storage.put(key, encoder)
+        # Off the main thread, which stays free to act on SIGTERM (issue 15, item 4).
+        stop = chunks.close if isinstance(chunks, ProcessStream) else None
+        info = run_interruptibly(storage.put, key, encoder, stop=stop)
     except StorageError as exc:
         setattr(exc, _STEP, BackupStep.STORE)
         raise
@@ -128,6 +131,7 @@ class Dumped:
     source: dict[str, Any]
     tools: dict[str, str]
     timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
@@ -267,13 +271,19 @@ def dump_redis(
 def dump_files(
     target: FilesTarget, storage: Storage, backup_id: str, settings: BackupSettings
 ) -> Dumped:
-    """A tar of the configured paths (runbook 004's config backup), streamed."""
+    """A tar of the configured paths (runbook 004's config backup), streamed. Like tar, a file
+    that vanishes mid-backup is a warning; unlike tar, an archive with no files is a failed
+    backup unless the target has `allow_empty: true` (a path that silently became empty, or
+    a symlink that was not followed, must not pass for a verified backup)."""
     missing = [str(p) for p in target.paths if not p.exists() and not p.is_symlink()]
     if missing:
         with step(BackupStep.CONNECT):
             raise PermanentError(f"target {target.name}: path {missing[0]} does not exist")
     stats: dict[str, int] = {"files": 0, "bytes": 0}
-    chunks = stream_tar(target.paths, target.exclude, stats)
+    warnings: list[str] = []
+    chunks = stream_tar(target.paths, target.exclude, stats, warnings)
+    if not target.allow_empty:
+        chunks = _refuse_empty(chunks, stats, target)
     artifact = store_artifact(
         storage,
         artifact_key(target.name, backup_id, "files", "tar"),
@@ -282,13 +292,29 @@ def dump_files(
         chunks,
         settings,
     )
+    for warning in warnings:
+        log.warning("target %s: %s", target.name, warning)
     source = {"paths": [str(p) for p in target.paths], "exclude": list(target.exclude), **stats}
     return Dumped(
         [artifact],
         source,
         {"tar": f"python tarfile (pax) {__version__}"},
         {"dump": artifact.seconds},
+        warnings,
     )
+
+
+def _refuse_empty(
+    chunks: Iterable[bytes], stats: dict[str, int], target: FilesTarget
+) -> Iterator[bytes]:
+    """Pass the tar through; raise at its end, before storage commits it, if it holds no file."""
+    yield from chunks
+    if not stats.get("files"):
+        raise PermanentError(
+            f"target {target.name}: the archive has no files (paths "
+            f"{', '.join(str(p) for p in target.paths)} hold none after exclude); set "
+            "allow_empty: true on the files target if an empty backup is expected"
+        )
 
 
 class _QueueWriter:
@@ -323,12 +349,40 @@ class _QueueWriter:
         self._put(error)
 
 
+class _PaddedReader:
+    """Reads exactly `size` bytes of a file whose header is already written: a file that
+    shrank meanwhile is padded with zeros (as GNU tar does), so the archive stays readable."""
+
+    def __init__(self, handle: Any, size: int):
+        self.handle = handle
+        self.left = size
+        self.shrank = False
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = self.handle.read(n)
+        if len(data) < n:
+            self.shrank = True
+            data += bytes(n - len(data))
+        self.left -= len(data)
+        return data
+
+
 def stream_tar(
-    paths: list[Path], exclude: list[str], stats: dict[str, int] | None = None
+    paths: list[Path],
+    exclude: list[str],
+    stats: dict[str, int] | None = None,
+    warnings: list[str] | None = None,
 ) -> Iterator[bytes]:
-    """A POSIX tar of `paths` as chunks; members named by their absolute path without '/'."""
+    """A POSIX tar of `paths` as chunks; members named by their absolute path without '/'.
+
+    The configured paths are followed when they are symlinks (`/etc/myapp -> /opt/myapp/conf`
+    is archived as the folder); links found inside them are stored as links. A file that
+    vanishes or shrinks between the listing and its read is noted in `warnings`, as tar does.
+    """
     writer = _QueueWriter()
     stats = stats if stats is not None else {}
+    warnings = warnings if warnings is not None else []
 
     def excluded(path: str) -> bool:
         return any(
@@ -336,24 +390,35 @@ def stream_tar(
             for pattern in exclude
         )
 
+    def add(tar: tarfile.TarFile, path: Path, *, follow: bool) -> None:
+        tar.dereference = follow
+        try:
+            member = tar.gettarinfo(str(path), arcname=str(path).lstrip("/"))
+            if member is None:  # sockets, devices
+                return
+            handle = open(path, "rb") if member.isreg() else None  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            warnings.append(f"{path}: vanished before it was read (skipped)")
+            return
+        if handle is None:
+            tar.addfile(member)
+            return
+        with handle:
+            reader = _PaddedReader(handle, member.size)
+            tar.addfile(member, reader)
+        if reader.shrank:
+            warnings.append(f"{path}: shrank while it was read (padded with zeros)")
+        stats["files"] = stats.get("files", 0) + 1
+        stats["bytes"] = stats.get("bytes", 0) + member.size
+
     def produce() -> None:
         error: BaseException | None = None
         try:
             with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for root in paths:
-                    for path in _walk(root):
-                        if excluded(str(path)):
-                            continue
-                        member = tar.gettarinfo(str(path), arcname=str(path).lstrip("/"))
-                        if member is None:  # sockets, devices
-                            continue
-                        if member.isreg():
-                            with open(path, "rb") as handle:
-                                tar.addfile(member, handle)
-                            stats["files"] = stats.get("files", 0) + 1
-                            stats["bytes"] = stats.get("bytes", 0) + member.size
-                        else:
-                            tar.addfile(member)
+                    for path in _walk(root, warnings):
+                        if not excluded(str(path)):
+                            add(tar, path, follow=path is root)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             error = exc
         writer.finish(error)
@@ -373,10 +438,19 @@ def stream_tar(
         thread.join(timeout=10)
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def _walk(root: Path, warnings: list[str]) -> Iterator[Path]:
+    """`root`, then everything below it; `root` is followed if it is a symlink to a folder,
+    symlinks below it are not."""
+
+    def unreadable(exc: OSError) -> None:
+        if isinstance(exc, FileNotFoundError):  # a folder that vanished after its listing
+            warnings.append(f"{exc.filename}: vanished before it was read (skipped)")
+            return
+        raise exc  # an unreadable folder fails the backup rather than going missing from it
+
     yield root
-    if root.is_dir() and not root.is_symlink():
-        for dirpath, dirnames, filenames in os.walk(root):
+    if root.is_dir():
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
             dirnames.sort()
             for name in sorted(dirnames + filenames):
                 yield Path(dirpath) / name
@@ -415,11 +489,23 @@ def create_backup(
                 source=dumped.source,
                 timings=dumped.timings,
                 tools={"runbook": __version__, **dumped.tools},
+                warnings=dumped.warnings,
             )
             storage.put_bytes(manifest_key(target.name, backup_id), manifest.to_json())
         return manifest
-    except BaseException:
-        discard_objects(storage, target.name, backup_id)
+    except BaseException as exc:
+        # The first cause is what failed the backup: a cleanup that fails too (storage is
+        # still down) must not replace it. Garbage collection removes the leftovers later.
+        try:
+            discard_objects(storage, target.name, backup_id)
+        except Exception as cleanup:  # noqa: BLE001 - logged, and noted on the first cause
+            log.warning(
+                "backup %s of %s: could not remove what it stored: %s",
+                backup_id,
+                target.name,
+                cleanup,
+            )
+            exc.add_note(f"cleanup after the failure failed too: {cleanup}")
         raise
 
 
@@ -470,14 +556,17 @@ def run_backup(
     )
     try:
         with named_lock(
-            config.catalog, f"backup-{target.name}", config.backup.lock_timeout.total_seconds()
+            config.catalog, backup_lock(target.name), config.backup.lock_timeout.total_seconds()
         ) as waited:
             manifest = create_backup(target, storage, backup_id, config.backup, started_at)
     except LockTimeout as exc:
         error = f"another backup of target {target.name!r} is running: {exc}"
         return BackupOutcome(catalog.mark_locked(backup_id, error), None)
     except BaseException as exc:
-        error = redact(f"{type(exc).__name__}: {exc}", target_secrets(target))[:4000]
+        error = (
+            stop_reason(exc)
+            or redact(f"{type(exc).__name__}: {exc}", target_secrets(target))[:4000]
+        )
         # create_backup names the step it failed in; what else fails here is the lock
         catalog.mark_failed(backup_id, failed_step(exc, BackupStep.LOCK), error)
         raise

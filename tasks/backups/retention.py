@@ -15,6 +15,18 @@ Rules, per target, by recorded time (finished_at, else started_at), never by nam
 3. A verified backup in no bucket is deleted.
 4. Other statuses are judged by age against `policy.grace`: kept while their age is at most
    grace, deleted once strictly older. "deleting" rows are always deleted (resume the deletion).
+5. A running backup is abandoned only when no process holds its target's backup lock (the
+   lock dies with its process): while one does, it is kept whatever its age; once the lock is
+   free, it is deleted when older than grace. (A candidate whose lock was not probed is
+   judged by age alone.)
+6. A backup whose folder holds an object that a kept backup lists among its artifacts is kept
+   as long as that backup is (rows imported before imports were checked may borrow objects).
+
+Garbage: a committed folder the catalog does not track is imported (storage wins) only when
+its manifest describes that very backup, names no object outside its own folder and is not
+dated in the future; otherwise it is refused: not imported, not deleted, left for a person.
+Unfinished uploads older than grace are removed, but none while a backup is live (running and
+kept): storage cannot tell its uploads apart (and not every S3 says truly when one began).
 """
 
 from __future__ import annotations
@@ -29,11 +41,20 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from runbook.catalog import BackupStatus, Catalog
+from runbook.catalog import BackupRecord, BackupStatus, Catalog, utcnow
 from runbook.config import Retention
 from runbook.formatting import human_duration
-from runbook.manifest import MANIFEST_NAME, backup_prefix, read_manifest
-from runbook.storage import ObjectInfo, Storage, StorageError
+from runbook.locks import backup_lock, lock_is_held
+from runbook.manifest import (
+    MANIFEST_NAME,
+    ManifestError,
+    backup_prefix,
+    manifest_key,
+    ownership_problems,
+    parse_manifest,
+    seal_manifest,
+)
+from runbook.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
 from tasks.backups.dump import discard_objects
 
 log = logging.getLogger("runbook.retention")
@@ -43,6 +64,10 @@ STATUSES = frozenset(s.value for s in BackupStatus) - {BackupStatus.DELETED.valu
 
 Action = Literal["keep", "delete"]
 
+# How far ahead of this machine's clock a manifest may be dated and still be believed (the
+# clocks of the machine that wrote it, and of the storage, may run a little ahead).
+CLOCK_SKEW = timedelta(minutes=5)
+
 
 @dataclass(frozen=True)
 class RetentionCandidate:
@@ -51,6 +76,8 @@ class RetentionCandidate:
     status: str  # one of STATUSES
     started_at: datetime  # tz-aware UTC
     finished_at: datetime | None
+    lock_held: bool | None = None  # running: a process holds the target's lock (None: unknown)
+    keys: tuple[str, ...] = ()  # its artifacts' keys
 
     @property
     def at(self) -> datetime:
@@ -134,9 +161,21 @@ def _judge_by_age(
             return "delete", f"corrupt, older than grace {grace_text}"
         return "keep", "corrupt, kept for inspection until grace"
     if status == "running":
+        if candidate.lock_held:
+            return "keep", "running: a process holds the target's lock"
+        if candidate.lock_held is None:  # not probed: by age alone
+            if older:
+                return "delete", f"running, older than grace {grace_text} (abandoned run)"
+            return "keep", "running"
         if older:
-            return "delete", f"running, older than grace {grace_text} (abandoned run)"
-        return "keep", "running"
+            return "delete", (
+                f"running, older than grace {grace_text}, and no process holds the target's "
+                "lock (abandoned run)"
+            )
+        return "keep", (
+            f"running, within grace {grace_text}: its process may be about to take the "
+            "target's lock"
+        )
     # failed, locked
     if older:
         return "delete", f"{status}, older than grace {grace_text}"
@@ -196,6 +235,41 @@ def plan_retention(
                     reasons=reasons,
                 )
             )
+    keys = {c.id: c.keys for history in by_target.values() for c in history}
+    return _keep_referenced(decisions, keys)
+
+
+def _keep_referenced(
+    decisions: list[RetentionDecision], keys: dict[str, tuple[str, ...]]
+) -> list[RetentionDecision]:
+    """Rule 6: keep a backup whose folder holds an object a kept backup references, until
+    no more change (keeping one may keep what it references in turn)."""
+    borrowed = {  # (backup, key of an object outside its own folder)
+        (d.id, key)
+        for d in decisions
+        for key in keys.get(d.id, ())
+        if not key.startswith(backup_prefix(d.target, d.id))
+    }
+    if not borrowed:
+        return decisions  # the usual case: every backup lists only its own objects
+    decisions = list(decisions)
+    changed = True
+    while changed:
+        changed = False
+        kept = {d.id for d in decisions if d.action == "keep"}
+        for position, decision in enumerate(decisions):
+            if decision.action != "delete":
+                continue
+            prefix = backup_prefix(decision.target, decision.id)
+            referrers = sorted(
+                {b for b, key in borrowed if b in kept and key.startswith(prefix)} - {decision.id}
+            )
+            if referrers:
+                reason = f"its objects are referenced by kept backup {', '.join(referrers)}"
+                decisions[position] = decision.model_copy(
+                    update={"action": "keep", "reasons": (reason,)}
+                )
+                changed = True
     return decisions
 
 
@@ -218,12 +292,16 @@ class Orphan:
     objects: int
     newest: datetime
     committed: bool  # a manifest exists
+    # Why its manifest is not this backup's own (unreadable, another backup's, objects
+    # outside its folder), and the latest time it records (started_at or finished_at).
+    manifest_problems: tuple[str, ...] = ()
+    dated: datetime | None = None
 
 
 class GarbageAction(BaseModel):
     target: str
     backup_id: str
-    action: Literal["import", "delete", "keep"]
+    action: Literal["import", "delete", "keep", "refuse"]  # refuse: neither import nor delete
     reason: str
 
 
@@ -235,7 +313,7 @@ class GarbageReport:
     incomplete_uploads: int = 0
     orphans_deleted: list[str] = field(default_factory=list)
     orphans_imported: list[str] = field(default_factory=list)
-    orphans_kept: list[str] = field(default_factory=list)
+    orphans_kept: list[str] = field(default_factory=list)  # refused imports stay here too
 
 
 class GarbagePlan(BaseModel):
@@ -244,6 +322,8 @@ class GarbagePlan(BaseModel):
 
     cutoff: datetime
     actions: list[GarbageAction] = []
+    # Backups still running: while one is, no unfinished upload is removed (it may be its own).
+    live_backups: list[str] = []
 
     def report(self, incomplete_uploads: int = 0) -> GarbageReport:
         """The report of carrying this plan out (`incomplete_uploads` removed on the way)."""
@@ -252,21 +332,32 @@ class GarbagePlan(BaseModel):
             "import": report.orphans_imported,
             "delete": report.orphans_deleted,
             "keep": report.orphans_kept,
+            "refuse": report.orphans_kept,
         }
         for action in self.actions:
             lists[action.action].append(action.backup_id)
         return report
 
 
-def plan_garbage(orphans: Iterable[Orphan], now: datetime, grace: timedelta) -> GarbagePlan:
-    """Committed folders are imported (storage wins), uncommitted ones deleted once their newest
-    object is older than grace (a backup may still be writing a younger one)."""
+def plan_garbage(
+    orphans: Iterable[Orphan],
+    now: datetime,
+    grace: timedelta,
+    live_backups: Iterable[str] = (),
+) -> GarbagePlan:
+    """Committed folders are imported (storage wins) unless their manifest is not their own
+    or is dated in the future (refused), uncommitted ones deleted once their newest object is
+    older than grace (a backup may still be writing a younger one). Unfinished uploads go
+    when older than grace, and only while none of `live_backups` runs."""
     _require_aware(now, "now")
     cutoff = now - grace
     grace_text = human_duration(grace, exact=True)
     actions = []
     for orphan in orphans:
-        if orphan.committed:
+        refusals = _refusals(orphan, now) if orphan.committed else []
+        if refusals:
+            action, reason = "refuse", f"not imported: {'; '.join(refusals)}"
+        elif orphan.committed:
             action, reason = "import", "its manifest is in storage: storage wins"
         elif orphan.newest < cutoff:
             action, reason = "delete", f"no manifest, older than grace {grace_text}"
@@ -277,7 +368,19 @@ def plan_garbage(orphans: Iterable[Orphan], now: datetime, grace: timedelta) -> 
                 target=orphan.target, backup_id=orphan.backup_id, action=action, reason=reason
             )
         )
-    return GarbagePlan(cutoff=cutoff, actions=actions)
+    return GarbagePlan(cutoff=cutoff, actions=actions, live_backups=sorted(live_backups))
+
+
+def _refusals(orphan: Orphan, now: datetime) -> list[str]:
+    """Why a committed folder may not be imported: a backup vouches only for its own objects,
+    and cannot have been taken after now."""
+    found = list(orphan.manifest_problems)
+    if orphan.dated is not None and orphan.dated > now + CLOCK_SKEW:
+        found.append(
+            f"its manifest is dated in the future ({orphan.dated.isoformat(timespec='seconds')},"
+            f" now {now.isoformat(timespec='seconds')})"
+        )
+    return found
 
 
 class RetentionPlan(BaseModel):
@@ -295,25 +398,50 @@ class RetentionPlan(BaseModel):
 # Kept apart from the pure planners above: only these functions touch the catalog and storage.
 
 
+def _candidate(record: BackupRecord, held_targets: set[str]) -> RetentionCandidate:
+    return RetentionCandidate(
+        id=record.id,
+        target=record.target,
+        status=record.status.value,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        lock_held=(
+            record.target in held_targets if record.status == BackupStatus.RUNNING else None
+        ),
+        keys=tuple(a.key for a in record.artifacts),
+    )
+
+
 def candidates_from_catalog(
     catalog: Catalog, targets: Iterable[str] | None = None
 ) -> list[RetentionCandidate]:
+    """Every backup the catalog lists (of `targets`; None: all), the running ones with
+    whether a process holds their target's lock now."""
     wanted = set(targets) if targets else None
-    return [
-        RetentionCandidate(
-            id=r.id,
-            target=r.target,
-            status=r.status.value,
-            started_at=r.started_at,
-            finished_at=r.finished_at,
-        )
-        for r in catalog.list_backups()
-        if wanted is None or r.target in wanted
-    ]
+    records = [r for r in catalog.list_backups() if wanted is None or r.target in wanted]
+    running = {r.target for r in records if r.status == BackupStatus.RUNNING}
+    held = {t for t in running if lock_is_held(catalog.url, backup_lock(t))}
+    return [_candidate(r, held) for r in records]
+
+
+def _orphan_manifest(
+    storage: Storage, target: str, backup_id: str
+) -> tuple[tuple[str, ...], datetime | None]:
+    """Why a folder's manifest is not that backup's own, and the latest time it records."""
+    key = manifest_key(target, backup_id)
+    try:
+        manifest = parse_manifest(storage.get_bytes(key), key)
+    except ObjectNotFound:
+        return (f"{key} disappeared",), None
+    except ManifestError as exc:
+        return (str(exc),), None
+    problems = tuple(f"{key}: {p}" for p in ownership_problems(manifest, target, backup_id))
+    return problems, max(manifest.started_at, manifest.finished_at)
 
 
 def find_orphans(catalog: Catalog, storage: Storage) -> list[Orphan]:
-    """Backup folders in storage that the catalog does not know (or knows as deleted)."""
+    """Backup folders in storage that the catalog does not know (or knows as deleted); the
+    manifest of each committed one is read to tell whether it may be imported."""
     groups: dict[tuple[str, str], list[ObjectInfo]] = defaultdict(list)
     for info in storage.list():
         parts = info.key.split("/")
@@ -325,13 +453,17 @@ def find_orphans(catalog: Catalog, storage: Storage) -> list[Orphan]:
         record = known.get(backup_id)
         if record is not None and record.status != BackupStatus.DELETED:
             continue
+        committed = any(o.key.endswith("/" + MANIFEST_NAME) for o in objects)
+        problems, dated = _orphan_manifest(storage, target, backup_id) if committed else ((), None)
         orphans.append(
             Orphan(
                 target=target,
                 backup_id=backup_id,
                 objects=len(objects),
                 newest=max(o.modified for o in objects),
-                committed=any(o.key.endswith("/" + MANIFEST_NAME) for o in objects),
+                committed=committed,
+                manifest_problems=problems,
+                dated=dated,
             )
         )
     return orphans
@@ -346,10 +478,14 @@ def make_plan(
     tz: str = "UTC",
 ) -> RetentionPlan:
     """Read what the catalog and storage hold now and plan: backups of `targets` (None: all)
-    by `policy`, garbage across the whole storage."""
+    by `policy`, garbage across the whole storage. Every target is planned so that a
+    reference across targets counts; only the decisions of `targets` are returned."""
+    wanted = set(targets) if targets else None
+    decisions = plan_retention(candidates_from_catalog(catalog), policy, now, tz)
+    live = [d.id for d in decisions if d.status == BackupStatus.RUNNING and d.action == "keep"]
     return RetentionPlan(
-        decisions=plan_retention(candidates_from_catalog(catalog, targets), policy, now, tz),
-        garbage=plan_garbage(find_orphans(catalog, storage), now, policy.grace),
+        decisions=[d for d in decisions if wanted is None or d.target in wanted],
+        garbage=plan_garbage(find_orphans(catalog, storage), now, policy.grace, live),
     )
 
 
@@ -372,41 +508,103 @@ def delete_backup(catalog: Catalog, storage: Storage, backup_id: str) -> int:
     return removed
 
 
+def _refuse_deletion(
+    catalog: Catalog, decision: RetentionDecision, others: list[BackupRecord]
+) -> str | None:
+    """Why `decision` may not be carried out now (the catalog may have changed since the
+    plan): the newest verified backup of its target, a running backup whose lock is now
+    held, or objects a backup that stays references."""
+    verified = catalog.list_backups(target=decision.target, statuses={BackupStatus.VERIFIED})
+    # Newest by recorded time, as the plan goes (the catalog lists by start).
+    newest = max(
+        verified, key=lambda r: (r.finished_at or r.started_at, r.started_at, r.id), default=None
+    )
+    if newest is not None and newest.id == decision.id:
+        return f"it is the newest verified backup of {decision.target}"
+    if decision.status == BackupStatus.RUNNING and lock_is_held(
+        catalog.url, backup_lock(decision.target)
+    ):
+        return f"it is running and a process holds the lock of {decision.target}"
+    prefix = backup_prefix(decision.target, decision.id)
+    referrers = [
+        r.id
+        for r in others
+        if r.id != decision.id and any(a.key.startswith(prefix) for a in r.artifacts)
+    ]
+    if referrers:
+        return f"its objects are referenced by backup {', '.join(sorted(referrers))}"
+    return None
+
+
 def apply_retention(
     catalog: Catalog, storage: Storage, decisions: Iterable[RetentionDecision]
 ) -> list[str]:
     """Delete what the plan says to delete; returns the deleted ids. Re-checks, just before
-    each deletion, that it is not the newest verified backup of its target."""
-    deleted = []
+    each deletion, that it is not the newest verified backup of its target, not a running
+    backup whose process holds the lock, and not referenced by a backup that stays."""
+    deleted: list[str] = []
+    others = catalog.list_backups()
     for decision in decisions:
         if decision.action != "delete":
             continue
-        newest = catalog.latest_backup(decision.target)
-        if newest is not None and newest.id == decision.id:
-            log.error(
-                "refusing to delete %s: it is the newest verified backup of %s",
-                decision.id,
-                decision.target,
-            )
+        reason = _refuse_deletion(catalog, decision, [r for r in others if r.id not in deleted])
+        if reason is not None:
+            log.error("refusing to delete %s: %s", decision.id, reason)
             continue
         delete_backup(catalog, storage, decision.id)
         deleted.append(decision.id)
     return deleted
 
 
-def import_backup(catalog: Catalog, storage: Storage, target: str, backup_id: str) -> None:
-    """Record a committed backup found in storage (storage wins over the catalog); it is
-    listed as stored until verification reads it back."""
-    catalog.import_stored(read_manifest(storage, target, backup_id), storage.describe())
+def import_backup(catalog: Catalog, storage: Storage, target: str, backup_id: str) -> bool:
+    """Record a committed backup found in storage (storage wins over the catalog) with the
+    seal of its manifest as found; it is listed as stored until verification reads it back.
+    Refused (False, nothing recorded) when its manifest is not its own or is dated in the
+    future: checked again here, as storage may have changed since the plan."""
+    key = manifest_key(target, backup_id)
+    data = storage.get_bytes(key)
+    try:
+        manifest = parse_manifest(data, key)
+    except ManifestError as exc:
+        log.warning("not importing %s/%s: %s", target, backup_id, exc)
+        return False
+    refusals = _refusals(
+        Orphan(
+            target=target,
+            backup_id=backup_id,
+            objects=0,
+            newest=manifest.finished_at,
+            committed=True,
+            manifest_problems=tuple(ownership_problems(manifest, target, backup_id)),
+            dated=max(manifest.started_at, manifest.finished_at),
+        ),
+        utcnow(),
+    )
+    if refusals:
+        log.warning("not importing %s/%s: %s", target, backup_id, "; ".join(refusals))
+        return False
+    catalog.import_stored(manifest, storage.describe(), seal_manifest(data))
+    return True
 
 
 def collect_garbage(catalog: Catalog, storage: Storage, plan: GarbagePlan) -> GarbageReport:
-    """Carry out a garbage plan: remove unfinished uploads older than its cutoff, import the
-    committed folders, delete the uncommitted ones it lets go."""
-    removed = storage.cleanup_incomplete(plan.cutoff)
+    """Carry out a garbage plan: remove unfinished uploads older than its cutoff (unless a
+    backup is live), import the committed folders it may, delete the uncommitted ones it lets
+    go; refused folders are left as they are (logged)."""
+    if plan.live_backups:
+        log.info("unfinished uploads left alone while backup %s runs", ", ".join(plan.live_backups))
+        removed = 0
+    else:
+        removed = storage.cleanup_incomplete(plan.cutoff)
+    report = plan.report(removed)
     for item in plan.actions:
-        if item.action == "import":
-            import_backup(catalog, storage, item.target, item.backup_id)
+        if item.action == "import" and not import_backup(
+            catalog, storage, item.target, item.backup_id
+        ):
+            report.orphans_imported.remove(item.backup_id)
+            report.orphans_kept.append(item.backup_id)
         elif item.action == "delete":
             discard_objects(storage, item.target, item.backup_id)
-    return plan.report(removed)
+        elif item.action == "refuse":
+            log.warning("not importing %s/%s: %s", item.target, item.backup_id, item.reason)
+    return report

@@ -101,6 +101,8 @@ def plan_retention_task(config_path: str | None, targets: list[str]) -> Retentio
         config.timezone,
     )
     logger = get_run_logger()
+    for refused in (a for a in plan.garbage.actions if a.action == "refuse"):
+        logger.warning("backup folder %s/%s: %s", refused.target, refused.backup_id, refused.reason)
     logger.info(
         "retention plan: keep %d, delete %d backup(s); garbage: %s",
         len(plan.decisions) - len(plan.deletions),

@@ -6,6 +6,12 @@ prove it decodes and inspects the content (pg_restore --list and the table list 
 archives, the RDB framing for Redis, the tar structure for files). It returns typed findings,
 each damaged one with its remedy; `verify_backup` records them in the catalog (verified, or
 corrupt with failed step `verify`).
+
+Storage is not trusted, the manifest included: `check_manifest` compares the manifest in
+storage with what the backup recorded in the catalog when it committed (the manifest's seal,
+the artifacts' keys, sizes and checksums) and with the backup's own folder; any difference, or
+a manifest that cannot be read, is one `manifest` finding that says what differs. The artifacts
+read back are those the catalog recorded, whatever the manifest in storage lists.
 """
 
 from __future__ import annotations
@@ -19,17 +25,28 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from runbook.catalog import COMMITTED, Catalog, utcnow
-from runbook.errors import NotFoundError, TransientError
-from runbook.manifest import Manifest, ManifestArtifact, ManifestError, read_manifest
+from runbook.catalog import COMMITTED, BackupRecord, Catalog, utcnow
+from runbook.errors import NotFoundError
+from runbook.manifest import (
+    Manifest,
+    ManifestArtifact,
+    ManifestError,
+    ManifestSeal,
+    StoredArtifact,
+    manifest_key,
+    ownership_problems,
+    parse_manifest,
+    seal_manifest,
+)
 from runbook.storage import ObjectNotFound, Storage
 from runbook.streams import read_back
-from runbook.systems.pg_tools import pick_binary
+from runbook.systems.pg_tools import candidate_binaries, pick_binary
 from runbook.systems.redis import check_rdb_stream
 
 log = logging.getLogger("runbook.verify")
@@ -41,8 +58,13 @@ REMEDY = {
     "checksum": "the stored bytes changed since the backup; take a new backup",
     "undecodable": "the stored object does not decompress; take a new backup",
     "content": "the archive is not what the manifest describes; take a new backup",
-    "manifest": "the manifest is missing or unreadable: the backup is not committed",
+    "manifest": (
+        "the manifest in storage is missing, unreadable or not the one this backup committed: "
+        "do not restore from it; take a new backup"
+    ),
 }
+
+BODY_CHUNK = 1 << 20  # how much of a tar member's body is read at a time
 
 
 class ArtifactCheck(BaseModel):
@@ -166,7 +188,9 @@ def _tar_reader(handle: Any) -> str | None:
         with tarfile.open(fileobj=handle, mode="r|") as tar:
             for member in tar:
                 if member.isreg():
-                    tar.extractfile(member).read()  # reading the body checks the framing
+                    body = tar.extractfile(member)
+                    while body.read(BODY_CHUNK):  # the framing is checked; memory stays flat
+                        pass
     except tarfile.TarError as exc:
         return f"not a readable tar archive: {exc}"
     return None
@@ -273,6 +297,8 @@ def check_artifact(
         info = storage.stat(artifact.key)
     except ObjectNotFound:
         return result("missing", f"{artifact.key} is not in storage ({storage.describe()})")
+    except ValueError as exc:  # an invalid key (a catalog row from before keys were checked)
+        return result("missing", f"{artifact.key} cannot be in storage: {exc}")
     if info.size != artifact.bytes:
         return result(
             "size", f"{artifact.key}: {info.size} bytes stored, manifest says {artifact.bytes}"
@@ -319,6 +345,106 @@ def check_artifact(
 # --- verify and record ---------------------------------------------------------------------
 
 
+ARTIFACT_FACTS = ("name", "key", "content", "codec", "bytes", "logical_bytes", "sha256")
+
+
+def _facts(artifact: StoredArtifact) -> tuple[Any, ...]:
+    return tuple(getattr(artifact, name) for name in ARTIFACT_FACTS)
+
+
+def _describe(artifacts: list[StoredArtifact]) -> str:
+    return ", ".join(f"{a.key} ({a.bytes} bytes, sha256 {a.sha256[:12]}…)" for a in artifacts)
+
+
+@dataclass
+class ManifestCheck:
+    """What `check_manifest` found: the manifest as parsed (None when it could not be), the
+    seal of its stored bytes, and every way it is not the manifest this backup committed."""
+
+    manifest: Manifest | None = None
+    seal: ManifestSeal | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def trusted(self) -> bool:
+        return self.manifest is not None and not self.problems
+
+
+def check_manifest(storage: Storage, record: BackupRecord) -> ManifestCheck:
+    """Read the manifest of a committed backup and compare it with what the backup recorded
+    when it committed: the seal of its bytes (sha256, and one per part to name what
+    differs), its artifacts' keys, sizes and checksums, and its own folder. Read-only; only
+    transient storage faults raise."""
+    key = record.manifest_key or manifest_key(record.target, record.id)
+    try:
+        data = storage.get_bytes(key)
+    except ObjectNotFound:
+        return ManifestCheck(problems=[f"manifest {key} is not in storage"])
+    seal = seal_manifest(data)
+    found = ManifestCheck(seal=seal)
+    try:
+        found.manifest = parse_manifest(data, key)
+    except ManifestError as exc:
+        found.problems.append(str(exc))
+    if found.manifest is not None:
+        found.problems += [
+            f"{key}: {p}" for p in ownership_problems(found.manifest, record.target, record.id)
+        ]
+    committed = record.manifest_seal
+    if committed is not None and committed.sha256 != seal.sha256:
+        parts = committed.differences(seal)
+        what = f"parts that differ: {', '.join(parts)}" if parts else "only its bytes differ"
+        found.problems.append(
+            f"{key} is not the manifest this backup committed (sha256 {seal.sha256[:12]}… in "
+            f"storage, {committed.sha256[:12]}… committed): {what}"
+        )
+    if found.manifest is not None and record.artifacts:
+        listed = {_facts(a) for a in found.manifest.artifacts}
+        recorded = {_facts(a) for a in record.artifacts}
+        if listed != recorded:
+            only_recorded = [a for a in record.artifacts if _facts(a) not in listed]
+            only_listed = [a for a in found.manifest.artifacts if _facts(a) not in recorded]
+            found.problems.append(
+                "its artifacts are not those the catalog recorded at commit: recorded "
+                f"{_describe(only_recorded) or 'nothing else'}; "
+                f"the manifest lists {_describe(only_listed) or 'nothing else'}"
+            )
+    return found
+
+
+def _inspection_context(record: BackupRecord, found: ManifestCheck) -> Manifest:
+    """The manifest the content inspectors go by. One that is not the committed manifest
+    says nothing about the source (its table list may be a lie): the archives are then only
+    proven to decode, by the newest pg_restore installed (it reads every older archive)."""
+    if found.trusted:
+        return found.manifest
+    newest = 0
+    if record.kind == "postgres":
+        newest = max((b.major for b in candidate_binaries("pg_restore")), default=0)
+    return Manifest.model_construct(
+        backup_id=record.id,
+        target=record.target,
+        kind=record.kind,
+        started_at=record.started_at,
+        finished_at=record.finished_at or record.started_at,
+        artifacts=[],
+        source={"server_major": newest},
+        timings={},
+        tools={},
+    )
+
+
+def _committed_artifacts(record: BackupRecord, found: ManifestCheck) -> list[ManifestArtifact]:
+    """The artifacts to read back: those the catalog recorded at commit (the manifest's own,
+    which name their schema, when they are the same)."""
+    if found.trusted:
+        return list(found.manifest.artifacts)
+    return [
+        ManifestArtifact(**a.model_dump(include=set(StoredArtifact.model_fields)))
+        for a in record.artifacts
+    ]
+
+
 def verify_backup(
     catalog: Catalog,
     storage: Storage,
@@ -326,8 +452,10 @@ def verify_backup(
     sinks: dict[str, Callable[[bytes], object]] | None = None,
 ) -> VerificationReport:
     """Verify one committed backup and record the result: verified, or corrupt with the exact
-    damage per artifact. Transient storage errors propagate (nothing is recorded).
-    `sinks` maps artifact names to consumers of their decompressed bytes (drill downloads)."""
+    damage per artifact, and a `manifest` finding first when the manifest in storage is not
+    the one the backup committed (or cannot be read). Transient storage errors propagate
+    (nothing is recorded). `sinks` maps artifact names to consumers of their decompressed
+    bytes (drill downloads)."""
     record = catalog.get_backup(backup_id)
     if record.status not in COMMITTED:
         raise NotFoundError(
@@ -335,33 +463,29 @@ def verify_backup(
             "backups can be verified"
         )
     started = utcnow()
-    try:
-        manifest = read_manifest(storage, record.target, backup_id)
-        checks = [
-            check_artifact(storage, artifact, manifest, (sinks or {}).get(artifact.name))
-            for artifact in manifest.artifacts
-        ]
-    except (ObjectNotFound, ManifestError) as exc:
-        detail = (
-            f"manifest {record.manifest_key} is not in storage"
-            if isinstance(exc, ObjectNotFound)
-            else str(exc)
-        )
-        checks = [
+    found = check_manifest(storage, record)
+    checks = []
+    if found.problems:
+        checks.append(
             ArtifactCheck(
-                key=record.manifest_key or f"{record.target}/{backup_id}/",
+                key=record.manifest_key or manifest_key(record.target, backup_id),
                 ok=False,
                 problem="manifest",
-                detail=detail,
+                detail="; ".join(found.problems),
             )
-        ]
-    except TransientError:
-        raise
+        )
+    context = _inspection_context(record, found)
+    checks += [
+        check_artifact(storage, artifact, context, (sinks or {}).get(artifact.name))
+        for artifact in _committed_artifacts(record, found)
+    ]
     finished = utcnow()
     ok = all(c.ok for c in checks)
     good = [c.key for c in checks if c.ok]
     if ok:
-        catalog.mark_verified(backup_id, started_at=started, finished_at=finished, keys=good)
+        catalog.mark_verified(
+            backup_id, started_at=started, finished_at=finished, keys=good, seal=found.seal
+        )
     else:
         problems = [c.model_dump(include={"key", "problem", "detail"}) for c in checks if not c.ok]
         catalog.mark_corrupt(

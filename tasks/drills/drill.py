@@ -26,7 +26,7 @@ from __future__ import annotations
 from runbook.catalog import Catalog, DrillRecord, DrillStep
 from runbook.config import PostgresTarget, RedisTarget, TargetConfig
 from runbook.errors import NotFoundError, RunbookError
-from runbook.locks import named_lock
+from runbook.locks import drill_lock, named_lock
 from tasks.drills import steps
 from tasks.drills.scratch import DrillRefused, refuse_source
 from tasks.drills.session import DrillRun, StepRunner, call_step, recorded_drill
@@ -41,7 +41,7 @@ def run_drill(run: DrillRun, run_step: StepRunner = call_step) -> DrillRecord:
     check_drill_request(run.catalog, run.target, run.backup)  # an operator's mistake: no drill
     lock_timeout = run.config.backup.lock_timeout.total_seconds()
     with (
-        named_lock(run.config.catalog, f"drill-{run.target.name}", lock_timeout),
+        named_lock(run.config.catalog, drill_lock(run.target.name), lock_timeout),
         recorded_drill(run, run_step, cleanup=steps.cleanup) as drill,
     ):
         drill.step(DrillStep.SWEEP, steps.sweep)

@@ -67,6 +67,12 @@ def _download(
     return report, files
 
 
+def _verified_manifest(storage: Storage, record: BackupRecord) -> Manifest:
+    """The manifest verification just vouched for: read again, so it must still be the one
+    the backup committed (a manifest swapped in storage since is refused)."""
+    return read_manifest(storage, record.target, record.id, sealed=record.manifest_seal)
+
+
 def pick_and_download(
     catalog: Catalog, storage: Storage, target: TargetConfig, spec: str, workdir: Path
 ) -> Picked:
@@ -76,10 +82,9 @@ def pick_and_download(
     if spec != "latest":  # check_drill_request vetted the id
         record = catalog.get_backup(spec)
         report, files = _download(catalog, storage, record, workdir, wanted)
-        manifest = read_manifest(storage, record.target, record.id) if report.ok else None
-        return Picked(
-            catalog.get_backup(spec), manifest, report, files, None, time.monotonic() - started
-        )
+        record = catalog.get_backup(spec)  # verification may have sealed it
+        manifest = _verified_manifest(storage, record) if report.ok else None
+        return Picked(record, manifest, report, files, None, time.monotonic() - started)
 
     fell_back_from = None
     candidates = catalog.list_backups(
@@ -92,10 +97,10 @@ def pick_and_download(
     for record in candidates:
         report, files = _download(catalog, storage, record, workdir, wanted)
         if report.ok:
-            manifest = read_manifest(storage, record.target, record.id)
+            record = catalog.get_backup(record.id)  # verification may have sealed it
             return Picked(
-                catalog.get_backup(record.id),
-                manifest,
+                record,
+                _verified_manifest(storage, record),
                 report,
                 files,
                 fell_back_from,

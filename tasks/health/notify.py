@@ -1,13 +1,15 @@
 """Telling people: a Slack-compatible webhook and Prometheus Pushgateway metrics.
 
 Both are built from check results only (never from the config's secrets); the webhook URL is a
-secret itself and is never logged.
+secret itself and is never logged. Targets under a maintenance window are kept quiet: their
+checks are reported and kept, but a failure does not notify (`quiet_for_maintenance`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 
 import httpx
 
@@ -21,6 +23,23 @@ ICON = {
     "unknown": ":grey_question:",
     "ok": ":white_check_mark:",
 }
+
+
+MUTED = "muted"  # the event of a check that would have notified, kept quiet by a window
+
+
+def quiet_for_maintenance(tracked: list[Tracked], quiet: Mapping[str, str]) -> list[Tracked]:
+    """Checks of the targets under maintenance (`quiet`: target -> why) that would notify a
+    failure or an escalation are `muted` instead. A failure muted this way is not marked
+    notified, so it notifies at the first run after the window if it is still failing; a
+    recovery is still reported (it closes an alert sent before the window)."""
+    kept = []
+    for t in tracked:
+        if t.result.target in quiet and t.event in ("failing", "escalated"):
+            # escalated: the episode was notified before; failing: it has not been yet
+            t = t.model_copy(update={"event": MUTED, "notified": t.event == "escalated"})
+        kept.append(t)
+    return kept
 
 
 def webhook_message(tracked: list[Tracked], severity: str | None, min_status: str) -> dict | None:

@@ -17,7 +17,13 @@ from runbook.config import PostgresHealth, PostgresTarget, Threshold
 from runbook.errors import PermanentError
 from runbook.health import CheckResult, Status, measured, timer
 from runbook.secrets import describe_dsn, redact
-from runbook.systems.postgres import PostgresAuthFailed, PostgresUnavailable, connect, safe_split
+from runbook.systems.postgres import (
+    PostgresAuthFailed,
+    PostgresUnavailable,
+    connect,
+    idle_sessions,
+    safe_split,
+)
 
 HEALTH_STATEMENT_TIMEOUT = "10s"  # each health query gives up after this
 
@@ -210,55 +216,37 @@ def _probe_long_queries(conn: psycopg.Connection, health: PostgresHealth) -> _Fi
 
 def _probe_idle_in_transaction(conn: psycopg.Connection, health: PostgresHealth) -> _Finding:
     limit = health.idle_in_transaction_minutes * 60
-    row = conn.execute(
-        """
-        SELECT count(*) OVER ()::int, pid, extract(epoch FROM now() - state_change)::float8,
-               usename, datname, query
-        FROM pg_stat_activity
-        WHERE state IN ('idle in transaction', 'idle in transaction (aborted)')
-          AND backend_type = 'client backend' AND pid <> pg_backend_pid()
-          AND state_change < now() - make_interval(secs => %s)
-        ORDER BY state_change LIMIT 1
-        """,
-        (limit,),
-    ).fetchone()
-    if row is None:
+    sessions = idle_sessions(conn, idle_after=None, in_transaction_after=limit)
+    if not sessions:
         return _Finding(
             0,
             f"no session idle in transaction longer than {_span(limit)}",
             health.idle_in_transaction,
         )
-    count, pid, seconds, user, database, query = row
+    count, oldest = len(sessions), sessions[0]
     return _Finding(
         count,
         f"{count} session{'' if count == 1 else 's'} idle in transaction longer than "
-        f"{_span(limit)}; oldest: pid {pid} ({user}@{database}) for {_span(seconds)}, "
-        f"last query: {_preview(query)}",
+        f"{_span(limit)}; oldest: pid {oldest.pid} ({oldest.user}@{oldest.database}) for "
+        f"{_span(oldest.idle_seconds)}, last query: {_preview(oldest.last_query)}",
         health.idle_in_transaction,
     )
 
 
 def _probe_idle_connections(conn: psycopg.Connection, health: PostgresHealth) -> _Finding:
     limit = health.idle_connection_hours * 3600
-    # Runbook 003's cleanup query (state = 'idle' AND query_start older than the limit): the
-    # count is what its pg_terminate_backend would end. Client backends only, never ourselves.
-    count, oldest = conn.execute(
-        """
-        SELECT count(*)::int, extract(epoch FROM now() - min(query_start))::float8
-        FROM pg_stat_activity
-        WHERE state = 'idle' AND backend_type = 'client backend' AND pid <> pg_backend_pid()
-          AND query_start < now() - make_interval(secs => %s)
-        """,
-        (limit,),
-    ).fetchone()
-    if not count:
+    # Runbook 003's cleanup (pg_terminate_backend of sessions idle over the limit), counted with
+    # the query the maintenance window's idle_connections procedure ends them with.
+    sessions = idle_sessions(conn, idle_after=limit, in_transaction_after=None)
+    if not sessions:
         return _Finding(
             0, f"no connection idle longer than {_span(limit)}", health.idle_connections
         )
+    count = len(sessions)
     return _Finding(
         count,
         f"{count} connection{'' if count == 1 else 's'} idle longer than {_span(limit)} "
-        f"(oldest last query {_span(oldest)} ago); runbook 003 terminates them",
+        f"(oldest idle for {_span(sessions[0].idle_seconds)}); runbook 003 terminates them",
         health.idle_connections,
     )
 

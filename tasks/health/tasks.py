@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from runbook.catalog import HealthHistory
 from runbook.health import CheckResult, Status, Tracked, track
 from runbook.runtime import open_runtime
-from tasks.health.notify import push_metrics, send_webhook
+from tasks.health.notify import push_metrics, quiet_for_maintenance, send_webhook
 from tasks.health.registry import deadline_for, run_kind, run_with_deadline
 
 
@@ -34,13 +34,19 @@ def run_check(
 
 @task(name="record-health", cache_policy=NO_CACHE)
 def record_results(
-    config_path: str | None, run_id: str, at: datetime, results: list[CheckResult]
+    config_path: str | None,
+    run_id: str,
+    at: datetime,
+    results: list[CheckResult],
+    quiet: dict[str, str] | None = None,
 ) -> list[Tracked]:
-    """Store the run's results with their failing streaks; say what to notify."""
+    """Store the run's results with their failing streaks; say what to notify (nothing for
+    the targets in `quiet`, under maintenance: target -> why)."""
     runtime = open_runtime(config_path)
     history = HealthHistory(runtime.catalog)
     previous = history.last_results([r.key for r in results])
     tracked = track(results, previous, runtime.config.health.notify_after)
+    tracked = quiet_for_maintenance(tracked, quiet or {})
     history.record(run_id, at, tracked)
     return tracked
 

@@ -395,3 +395,26 @@ def test_verify_flow_of_latest_backups(pg15, make_database, write_config):
     summary = verify_backups()
     assert summary.ok and sorted(r.target for r in summary.reports) == ["a", "b"]
     assert "2 of 2 backups match" in artifact_markdown("verification-report")
+
+
+def test_verify_of_a_manifest_with_an_escaping_key_exits_1_without_a_traceback(
+    write_config, tmp_path
+):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "app.conf").write_text("x = 1\n")
+    config = str(write_config({"files": [{"name": "conf", "paths": ["etc"]}]}))
+    code, out, _ = cli("backup", "--config", config, "--json")
+    made = json.loads(out)["backups"][0]
+    assert code == 0 and made["status"] == "verified"
+    path = open_runtime(config).config.storage.path / made["manifest_key"]
+    manifest = json.loads(path.read_text())
+    manifest["artifacts"][0]["key"] = "../../../x"
+    path.write_text(json.dumps(manifest))
+
+    code, out, err = cli("verify", made["id"], "--config", config, "--json")
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is False and "Traceback" not in out + err
+    assert report["artifacts"][0]["problem"] == "manifest"
+    assert "../../../x" in report["artifacts"][0]["detail"]
+    code, out, _ = cli("backups", "show", made["id"], "--config", config, "--json")
+    assert json.loads(out)["backup"]["status"] == "corrupt"

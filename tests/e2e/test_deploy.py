@@ -96,6 +96,13 @@ def test_deploy_registers_every_deployment_in_the_config_timezone(write_config, 
     assert drill_form["targets"]["items"]["enum"] == ["app", "cache"]  # no files target
     health_form = deployments["health/health-on-demand"].parameter_openapi_schema["properties"]
     assert "backups" in health_form["only"]["items"]["enum"]
+    maintenance = deployments["maintenance/maintenance-on-demand"]
+    maintenance_form = maintenance.parameter_openapi_schema["properties"]
+    assert maintenance_form["targets"]["items"]["enum"] == ["app"]  # PostgreSQL targets
+    assert maintenance_form["window"]["enum"] == ["weekly", "monthly"]
+    assert maintenance.parameters["dry_run"] is True  # a Quick run changes nothing
+    weekly = deployments["maintenance/maintenance-weekly"].schedules[0].schedule
+    assert "BYDAY=2SU,3SU,4SU,5SU" in weekly.rrule and weekly.timezone == "Asia/Tokyo"
 
     # --json: the same, for scripts.
     code, out, _ = cli("deploy", "--config", str(config), "--json")

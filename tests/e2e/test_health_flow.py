@@ -193,3 +193,58 @@ def test_runbook_health_cli_only_json_and_exit_codes(write_config, receiver):
 
     result = CliRunner().invoke(app, ["health", "--only", "bogus", "--config", str(config)])
     assert result.exit_code == 2 and "unknown check kind 'bogus'" in result.stderr
+
+
+def test_a_target_under_maintenance_is_reported_but_does_not_notify(write_config, receiver, caplog):
+    from datetime import timedelta
+
+    from runbook.catalog import MaintenanceLog, MaintenanceRun, MaintenanceStatus, utcnow
+    from tests.support.fake_apis import closed_port_url
+
+    config = write_config(
+        {
+            "postgres": [{"name": "app", "dsn": closed_port_url("postgresql") + "/app"}],
+            "http": [{"name": "broken", "url": f"{receiver.url}/health"}],
+        },
+        notifications={"webhook": {"url": f"{receiver.url}/hooks/T000/SECRET-TOKEN"}},
+    )
+    ledger = MaintenanceLog(open_runtime(config).catalog)
+    started = utcnow() - timedelta(minutes=1)
+    window = MaintenanceRun(
+        id="w-now",
+        window="weekly",
+        dry_run=False,
+        targets=["app"],
+        procedures=["vacuum"],
+        started_at=started,
+        ends_at=started + timedelta(hours=2),
+        quiet_until=started + timedelta(hours=2, minutes=15),
+        host="elsewhere",
+        pid=1,
+    )
+    ledger.start(window)
+    # a dry run of another target is not maintenance: it changes nothing
+    ledger.start(window.model_copy(update={"id": "w-dry", "dry_run": True, "targets": ["x"]}))
+
+    state = daily_health(only=["postgres", "http"], return_state=True)
+    report = RunFailed.summary_of(state.result(raise_on_failure=False))
+    by_key = {(c.check, c.target): c for c in report.checks}
+    assert by_key[("postgres.connect", "app")].status == Status.CRITICAL  # still reported
+    assert state.is_failed()  # and still graded
+
+    (post,) = receiver.posts  # the other target notifies; the one under maintenance does not
+    assert "on *broken*" in post["text"] and "on *app*" not in post["text"]
+    muted = [e for e in report.events if e.startswith("muted:")]
+    assert muted == [
+        "muted: postgres.connect on app (critical): under maintenance (window weekly, run "
+        f"w-now, until {window.quiet_until:%Y-%m-%d %H:%M} UTC)"
+    ]
+    assert "not notifying for app: under maintenance (window weekly, run w-now" in caplog.text
+
+    # The window ends: the next run notifies the failure that is still there.
+    ledger.record_plan("w-now", [])
+    ledger.finish("w-now", MaintenanceStatus.DONE)
+    daily_health(only=["postgres", "http"], return_state=True)
+    assert len(receiver.posts) == 2
+    assert "`postgres.connect` on *app*" in receiver.posts[1]["text"]
+    assert "on *broken*" not in receiver.posts[1]["text"]  # notified once already

@@ -49,8 +49,13 @@ PROMISED: dict[str, Any] = {
     "backup-nightly": lambda t: (t.hour, t.minute) == (2, 0),
     "health-daily": lambda t: (t.hour, t.minute) == (6, 0),
     "health-hourly": lambda t: t.minute == 0,
-    "drill-monthly": lambda t: t.weekday() == 6 and t.day <= 7 and (t.hour, t.minute) == (3, 0),
+    "drill-monthly": lambda t: t.weekday() == 6 and t.day <= 7 and (t.hour, t.minute) == (7, 0),
     "verify-weekly": lambda t: t.weekday() == 6 and (t.hour, t.minute) == (4, 0),
+    # runbook 000: weekly Sunday 2-4 AM, monthly first Sunday 2-6 AM (which replaces the weekly)
+    "maintenance-weekly": lambda t: t.weekday() == 6 and t.day > 7 and (t.hour, t.minute) == (2, 0),
+    "maintenance-monthly": lambda t: (
+        t.weekday() == 6 and t.day <= 7 and (t.hour, t.minute) == (2, 0)
+    ),
 }
 SCHEDULER_ERRORS = re.compile(
     r"Traceback|InvalidRequestError|Error scheduling deployment|ERROR.*(schedul|docket)",
@@ -260,6 +265,7 @@ def assert_runs_follow_schedules(
     assert set(days.values()) == {1} and len(days) == (last - first).days + 1
     assert len(runs["health-hourly"]) >= 24
     assert len(runs["drill-monthly"]) >= 3
+    assert len(runs["maintenance-weekly"]) >= 20 and len(runs["maintenance-monthly"]) >= 3
 
 
 def assert_schedules_in_timezone(server: PrefectServer, timezone: str) -> None:

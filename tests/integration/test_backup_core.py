@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import signal
 import subprocess
 import tarfile
@@ -24,6 +23,7 @@ from runbook.storage.local import LocalStorage
 from runbook.streams import ProcessFailed
 from runbook.systems.pg_tools import embedded_bin_dir, pick_binary
 from runbook.systems.postgres import PostgresAuthFailed
+from tasks.backups import dump
 from tasks.backups.dump import run_backup
 from tasks.backups.retention import collect_garbage, find_orphans, plan_garbage
 from tasks.backups.verify import verify_backup
@@ -400,27 +400,40 @@ def test_verify_names_the_damaged_artifact(damage, pg15, make_database, write_co
     assert [v.ok for v in history] == [True, False]
 
 
-def test_verify_reports_a_table_the_archive_lacks(pg15, make_database, write_config):
+def test_verify_reports_a_table_the_archive_lacks(pg15, make_database, write_config, monkeypatch):
+    # The manifest the backup commits lists a table its archive does not hold (a dump that
+    # silently missed one). Editing the stored manifest instead is a manifest problem (the
+    # seal: tests/integration/test_storage_lies.py); this is the archive's.
     dsn = make_database(pg15)
     config = write_config({"postgres": [{"name": "app", "dsn": dsn}]})
+    claim_a_missing_table(monkeypatch)
     runtime, outcome, report = backup_and_verify(config, "app")
-    assert report.ok
-    key = runtime.catalog.get_backup(outcome.record.id).manifest_key
-    path = runtime.config.storage.path / key
-    manifest = json.loads(path.read_text())
-    manifest["source"]["schema"]["tables"].append(
-        {
-            "schema": "shop",
-            "name": "refunds",
-            "partitioned": False,
-            "columns": [],
-            "primary_key": [],
-        }
-    )
-    path.write_text(json.dumps(manifest))
-    again = verify_backup(runtime.catalog, runtime.storage, outcome.record.id)
-    assert [c.problem for c in again.problems] == ["content"]
-    assert "shop.refunds" in again.problems[0].detail
+    assert [c.problem for c in report.problems] == ["content"]
+    assert "shop.refunds" in report.problems[0].detail
+
+
+def claim_a_missing_table(monkeypatch, rows: int = 12) -> None:
+    """Make the next backup's manifest claim `shop.refunds` (`rows` rows), which the database
+    and so the archive lack."""
+    real_schema, real_counts = dump.schema_facts, dump.exact_row_counts
+    refunds = {
+        "schema": "shop",
+        "name": "refunds",
+        "partitioned": False,
+        "columns": [["id", "bigint", True]],
+        "primary_key": ["id"],
+    }
+
+    def schema_facts(conn):
+        facts = real_schema(conn)
+        return {**facts, "tables": [*facts["tables"], refunds]}
+
+    def exact_row_counts(conn, tables):
+        real = [t for t in tables if t is not refunds]
+        return {**real_counts(conn, real), "shop.refunds": rows}
+
+    monkeypatch.setattr(dump, "schema_facts", schema_facts)
+    monkeypatch.setattr(dump, "exact_row_counts", exact_row_counts)
 
 
 # --- Redis and files ------------------------------------------------------------------------

@@ -252,6 +252,33 @@ def test_models_and_migrations_agree(tmp_path):
     assert diff == []
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_opening_a_new_catalog_together_migrate_it_once(backend, tmp_path, pg15):
+    """A worker starting two flow runs on a new catalog: each opens it, one migrates."""
+    import subprocess
+    import sys
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'c.db'}"
+    else:
+        name = pg15.create_database("rbmigrate")
+        url = pg15.url(name)
+    code = "import sys; from runbook.catalog import Catalog; Catalog(sys.argv[1]).close()"
+    try:
+        processes = [
+            subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=120)[1] for p in processes]
+        assert [p.returncode for p in processes] == [0, 0, 0, 0], errors
+        catalog = Catalog(url)
+        assert current_revision(catalog.engine) == HEAD_REVISION
+        catalog.close()
+    finally:
+        if backend == "postgresql":
+            pg15.drop_database(name)
+
+
 @pytest.mark.parametrize("backend", ["file", "advisory"])
 def test_named_lock_excludes_and_times_out(backend, tmp_path, pg15):
     url = f"sqlite:///{tmp_path / 'c.db'}" if backend == "file" else pg15.url("postgres")

@@ -1,4 +1,5 @@
-"""Fake Kubernetes and Docker Engine API servers for tests.
+"""Fake Kubernetes, Docker Engine and Alertmanager API servers, and an application with a
+maintenance-mode endpoint, for tests.
 
 Each fake is a stdlib `ThreadingHTTPServer` on 127.0.0.1 (port 0) that answers the paths the
 official clients (`kubernetes` 37.x, `docker` 7.x) really request, with JSON in the shapes the
@@ -11,7 +12,8 @@ objects in the real API shapes; tests change the fake's state through them, not 
 code under test.
 
 Import the fixtures into a test module with
-`from tests.support.fake_apis import fake_docker, fake_kubernetes  # noqa: F401`.
+`from tests.support.fake_apis import fake_docker, fake_kubernetes  # noqa: F401` (likewise
+`fake_alertmanager`, `fake_app`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class Request:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    body: bytes = b""
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -97,11 +103,13 @@ class FakeServer:
 
             def _handle(self) -> None:
                 parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
                 request = Request(
                     method=self.command,
                     path=parts.path,
                     query=parse_qs(parts.query),
                     headers={k.lower(): v for k, v in self.headers.items()},
+                    body=self.rfile.read(length) if length else b"",
                 )
                 fake.requests.append(request)
                 pause = fake.slow.get(request.path, fake.delay)
@@ -125,7 +133,7 @@ class FakeServer:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            do_GET = do_HEAD = do_POST = _handle
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass  # keep pytest output clean; requests are in fake.requests
@@ -933,6 +941,81 @@ def fake_kubernetes() -> Iterator[FakeKubernetes]:
 def fake_docker() -> Iterator[FakeDocker]:
     """A fresh fake Docker Engine API (tcp://127.0.0.1:PORT); containers are added by the test."""
     fake = FakeDocker()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+# --- Alertmanager and an application's maintenance mode -----------------------------------------
+
+
+@dataclass
+class FakeAlertmanager(FakeServer):
+    """Alertmanager's API v2 silences: POST /api/v2/silences creates one (answering its
+    silenceID), DELETE /api/v2/silence/{id} expires it, GET /api/v2/silences lists them with
+    their state, as Alertmanager 0.25 does."""
+
+    silences: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def active(self) -> list[dict[str, Any]]:
+        return [s for s in self.silences.values() if s["status"]["state"] == "active"]
+
+    def answer(self, request: Request) -> Response | None:
+        if request.path == "/api/v2/silences" and request.method == "POST":
+            body = request.json()
+            missing = [k for k in ("matchers", "startsAt", "endsAt") if k not in body]
+            if missing or not body["matchers"]:
+                return 400, f"missing {missing or 'matchers'}", {}
+            silence_id = _uid("silence", str(len(self.silences)), body["endsAt"])
+            self.silences[silence_id] = {
+                **body,
+                "id": silence_id,
+                "status": {"state": "active"},
+            }
+            return 200, {"silenceID": silence_id}, {}
+        if request.path == "/api/v2/silences" and request.method == "GET":
+            return 200, list(self.silences.values()), {}
+        match = re.fullmatch(r"/api/v2/silence/([^/]+)", request.path)
+        if match and request.method == "DELETE":
+            silence = self.silences.get(match.group(1))
+            if silence is None:
+                return 404, "silence not found", {}
+            silence["status"] = {"state": "expired"}
+            return 200, "", {}
+        return None
+
+
+@dataclass
+class FakeMaintenanceApp(FakeServer):
+    """An application's admin endpoint (runbook 000: POST / DELETE
+    /admin/maintenance-mode): records each call in order; `fail` maps a method to the status
+    it answers instead of 200."""
+
+    calls: list[str] = field(default_factory=list)  # "POST /admin/maintenance-mode", ...
+    fail: dict[str, int] = field(default_factory=dict)
+    in_maintenance: bool = False
+
+    def answer(self, request: Request) -> Response | None:
+        if request.path != "/admin/maintenance-mode":
+            return None
+        self.calls.append(f"{request.method} {request.path}")
+        status = self.fail.get(request.method, 200)
+        if status == 200:
+            self.in_maintenance = request.method == "POST"
+        return status, {"maintenance": self.in_maintenance}, {}
+
+
+@pytest.fixture
+def fake_alertmanager() -> Iterator[FakeAlertmanager]:
+    fake = FakeAlertmanager()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_app() -> Iterator[FakeMaintenanceApp]:
+    fake = FakeMaintenanceApp()
     fake.start()
     yield fake
     fake.stop()

@@ -38,12 +38,29 @@ def test_serve_builds_every_deployment_with_its_schedules(tmp_path, monkeypatch)
     assert nightly.schedules[0].schedule.timezone == "Europe/Berlin"  # from runbook.yaml
     assert [s.schedule.cron for s in built["health-daily"].schedules] == ["0 6 * * *"]
     assert built["health-hourly"].parameters["only"] == [
-        "http", "postgres", "redis", "prometheus", "kubernetes", "docker", "host"
+        "http",
+        "postgres",
+        "redis",
+        "prometheus",
+        "kubernetes",
+        "docker",
+        "host",
     ]
     monthly = built["drill-monthly"].schedules[0].schedule
     assert "BYDAY=1SU" in monthly.rrule and monthly.timezone == "Europe/Berlin"
     assert built["backup-on-demand"].schedules == []
     assert built["retention-daily"].parameters["dry_run"] is False
+    # maintenance: weekly on the other Sundays, monthly on the first (never both at once),
+    # a Quick run of the on-demand deployment changes nothing
+    weekly = built["maintenance-weekly"].schedules[0].schedule
+    assert "BYDAY=2SU,3SU,4SU,5SU;BYHOUR=2;BYMINUTE=0" in weekly.rrule
+    assert weekly.timezone == "Europe/Berlin"
+    monthly = built["maintenance-monthly"].schedules[0].schedule
+    assert "BYDAY=1SU;BYHOUR=2;BYMINUTE=0" in monthly.rrule
+    assert built["maintenance-weekly"].parameters["dry_run"] is False
+    assert built["maintenance-monthly"].parameters["window"] == "monthly"
+    assert built["maintenance-on-demand"].parameters["dry_run"] is True
+    assert built["maintenance-on-demand"].schedules == []
 
 
 def test_serve_adds_a_backup_deployment_per_schedule_with_the_config_names(tmp_path, monkeypatch):
@@ -67,3 +84,8 @@ def test_serve_adds_a_backup_deployment_per_schedule_with_the_config_names(tmp_p
     assert "config_path" not in form
     drill_form = built["drill-on-demand"]._parameter_openapi_schema.properties
     assert drill_form["targets"]["items"]["enum"] == ["app"]
+    maintenance_form = built["maintenance-on-demand"]._parameter_openapi_schema.properties
+    assert maintenance_form["targets"]["items"]["enum"] == ["app"]  # PostgreSQL targets only
+    assert maintenance_form["window"]["enum"] == ["weekly", "monthly"]
+    assert "vacuum" in maintenance_form["procedures"]["items"]["enum"]
+    assert maintenance_form["dry_run"]["default"] is True

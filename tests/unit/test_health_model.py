@@ -108,3 +108,35 @@ def test_a_health_run_logs_one_line_with_its_verdict_and_failing_checks():
     )
     calm = HealthReport(run_id="r", status=Status.OK, severity=None, checks=checks[:1], events=[])
     assert summary_line(calm) == "health ok: 1 checks, 0 critical, 0 warn, 0 unknown, 1 ok"
+
+
+def test_a_maintenance_window_mutes_its_targets_until_it_ends():
+    from tasks.health.notify import quiet_for_maintenance
+
+    def run_quiet(steps: list[tuple[Status, bool]]) -> list[str | None]:
+        previous: dict = {}
+        events = []
+        for status, in_window in steps:
+            tracked = track([result(status)], previous, {"critical": 1, "warn": 1})
+            [t] = quiet_for_maintenance(tracked, {"t": "under maintenance"} if in_window else {})
+            previous = {
+                ("x.y", "t"): SimpleNamespace(
+                    status=t.result.status.value, streak=t.streak, notified=t.notified
+                )
+            }
+            events.append(t.event)
+        return events
+
+    # a failure during the window is muted and notifies at the first run after it
+    assert run_quiet(
+        [(Status.CRITICAL, True), (Status.CRITICAL, True), (Status.CRITICAL, False)]
+    ) == ["muted", "muted", "failing"]
+    # an alert from before the window: its escalation is muted, its recovery still reported
+    assert run_quiet([(Status.WARN, False), (Status.CRITICAL, True), (Status.OK, True)]) == [
+        "failing",
+        "muted",
+        "recovered",
+    ]
+    # other targets are not muted
+    tracked = track([result(Status.CRITICAL)], {}, {"critical": 1})
+    assert quiet_for_maintenance(tracked, {"other": "under maintenance"})[0].event == "failing"

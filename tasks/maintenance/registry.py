@@ -1,0 +1,22 @@
+"""The maintenance procedures by name, in the order a window plans and applies them.
+`invalid_indexes` comes first in every window of a PostgreSQL target: what an interrupted
+concurrent build left behind is dropped before anything else."""
+
+from __future__ import annotations
+
+from tasks.maintenance.analyze_stale import AnalyzeStale
+from tasks.maintenance.idle_connections import IdleConnections
+from tasks.maintenance.procedure import Procedure
+from tasks.maintenance.query_baseline import QueryBaseline
+from tasks.maintenance.reindex import InvalidIndexes, Reindex
+from tasks.maintenance.vacuum import Vacuum
+
+ALWAYS_FIRST = "invalid_indexes"
+PROCEDURES: dict[str, Procedure] = {
+    ALWAYS_FIRST: InvalidIndexes(),
+    "idle_connections": IdleConnections(),
+    "vacuum": Vacuum(),
+    "analyze_stale": AnalyzeStale(),
+    "reindex": Reindex(),
+    "query_baseline": QueryBaseline(),
+}
