@@ -23,6 +23,9 @@ def parameter_choices(flow_name: str, config: Any) -> dict[str, list[str]]:
             "targets": backup_targets,
             "schedule": ["", DEFAULT_SCHEDULE, *config.backup.schedules],
         }
+    if flow_name == "restore":
+        restorable = [t.name for t in config.backup_targets() if not isinstance(t, RedisTarget)]
+        return {"target": [""] + restorable}
     if flow_name in ("verify-backups", "retention"):
         return {"targets": backup_targets}
     if flow_name == "maintenance":

@@ -1,6 +1,6 @@
 """The catalog: Runbook's system of record (SQLAlchemy 2, SQLite by default, PostgreSQL too),
 one module per aggregate: backups (with their artifacts and verifications), drills, health,
-maintenance (window runs and their actions: the ledger).
+maintenance (window runs and their actions: the ledger), metrics (samples for capacity).
 """
 
 from runbook.catalog.backups import (
@@ -41,8 +41,25 @@ from runbook.catalog.maintenance import (
     MaintenanceTransitionError,
     Outcome,
 )
+from runbook.catalog.metrics import MetricSamples, ResourceInfo, Sample
+from runbook.catalog.restores import (
+    RestoreCheck,
+    RestoreLog,
+    RestoreRecord,
+    RestoreResults,
+    RestoreStatus,
+    RestoreStep,
+    RestoreTransitionError,
+)
 
 __all__ = [
+    "RestoreCheck",
+    "RestoreLog",
+    "RestoreRecord",
+    "RestoreResults",
+    "RestoreStatus",
+    "RestoreStep",
+    "RestoreTransitionError",
     "COMMITTED",
     "HEAD_REVISION",
     "MIGRATIONS",
@@ -72,6 +89,9 @@ __all__ = [
     "MaintenanceLog",
     "MaintenanceRun",
     "MaintenanceTransitionError",
+    "MetricSamples",
+    "ResourceInfo",
+    "Sample",
     "Outcome",
     "MaintenanceStatus",
     "StoredCheck",

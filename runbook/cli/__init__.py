@@ -17,9 +17,11 @@ import typer
 from runbook import __version__
 from runbook.cli import (  # noqa: F401 - each registers its commands
     backups,
+    capacity,
     drills,
     health,
     maintenance,
+    restore,
     setup,
 )
 from runbook.cli.common import EXIT_OK, app

@@ -157,7 +157,7 @@ def drill(
     if target:  # an operator's mistake fails here, in one line, before Prefect starts
         check_drill_request(catalog, cfg.target(target), backup_)
     elif not (cfg.targets.postgres or cfg.targets.redis):
-        fail("no PostgreSQL or Redis targets to drill (files targets are not drilled)")
+        fail("no PostgreSQL or Redis targets to drill (drill a files target with -t NAME)")
     if backup_ != "latest":
         record = catalog.get_backup(backup_)
         if target and record.target != target:

@@ -17,6 +17,7 @@ Everything is importable from `runbook.config` itself.
 """
 
 from runbook.config.backups import DEFAULT_SCHEDULE, BackupSettings, Retention, ScheduleName
+from runbook.config.capacity import CapacityPlan, CapacitySeries, CapacitySettings
 from runbook.config.core import Duration, Model, Name, Threshold, parse_duration, threshold_field
 from runbook.config.drills import DrillServer, DrillSettings
 from runbook.config.health import HealthSettings, PostgresHealth, RedisHealth
@@ -53,6 +54,7 @@ from runbook.config.maintenance import (
     WindowSettings,
 )
 from runbook.config.notifications import Notifications, PushgatewaySettings, WebhookSettings
+from runbook.config.restore import RestoreHook, RestoreSettings
 from runbook.config.root import Config
 from runbook.config.storage import LocalStorage, S3Storage, Storage
 from runbook.config.targets import (
@@ -67,6 +69,8 @@ from runbook.config.targets import (
 )
 
 __all__ = [
+    "RestoreHook",
+    "RestoreSettings",
     "PROCEDURES",
     "AlertmanagerSilence",
     "AnalyzeSettings",
@@ -85,6 +89,9 @@ __all__ = [
     "DEFAULT_SCHEDULE",
     "TARGET_KIND",
     "BackupSettings",
+    "CapacityPlan",
+    "CapacitySeries",
+    "CapacitySettings",
     "Config",
     "DockerTarget",
     "DrillServer",

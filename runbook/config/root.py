@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from runbook.config.backups import DEFAULT_SCHEDULE, BackupSettings, Retention
+from runbook.config.capacity import CapacitySettings
 from runbook.config.core import Model
 from runbook.config.drills import DrillSettings
 from runbook.config.health import HealthSettings
@@ -32,6 +33,7 @@ class Config(Model):
     drills: DrillSettings = Field(default_factory=DrillSettings)
     notifications: Notifications = Field(default_factory=Notifications)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     _source: Path | None = PrivateAttr(default=None)  # the file it came from
 
     @field_validator("timezone")
@@ -76,6 +78,17 @@ class Config(Model):
                         f"{target.schedule!r} (use {', '.join(sorted(known))}, or add it "
                         "under backup.schedules with a cron expression)"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _known_capacity_sources(self) -> Config:
+        known = [t.name for t in self.targets.prometheus]
+        for index, series in enumerate(self.capacity.series):
+            if series.prometheus not in known:
+                raise ValueError(
+                    f"capacity.series[{index}].prometheus: unknown Prometheus target "
+                    f"{series.prometheus!r} (targets.prometheus: {', '.join(known) or 'none'})"
+                )
         return self
 
     # --- lookups ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from runbook.config.health_targets import (
     LogsTarget,
     PrometheusTarget,
 )
+from runbook.config.restore import RestoreSettings
 
 
 class PostgresTarget(Model):
@@ -35,6 +36,7 @@ class PostgresTarget(Model):
     rpo: Duration | None = Field(default=None, description="most data loss tolerated")
     rto: Duration | None = Field(default=None, description="longest restore tolerated")
     drill: DrillServer = Field(default_factory=DrillServer)
+    restore: RestoreSettings = Field(default_factory=RestoreSettings)
     health: PostgresHealth = Field(default_factory=PostgresHealth)
 
     @field_validator("dsn")
@@ -91,6 +93,8 @@ class FilesTarget(Model):
         description="an archive with no files is a good backup (default: a failed one)",
     )
     rpo: Duration | None = None
+    rto: Duration | None = Field(default=None, description="longest restore tolerated")
+    restore: RestoreSettings = Field(default_factory=RestoreSettings)
 
 
 class Targets(Model):

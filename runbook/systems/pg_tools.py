@@ -11,6 +11,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,63 @@ def restore_archive(
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise PermanentError(f"pg_restore did not finish within {timeout:.0f}s") from None
+    if done.returncode != 0:
+        tail = redact(" ".join(done.stderr.strip().splitlines()[-3:]), [password])
+        raise PermanentError(f"pg_restore ({binary.describe()}) failed: {tail}")
+    return binary.describe()
+
+
+@dataclass(frozen=True)
+class PgRestoreOptions:
+    """How `pg_restore_into` restores: parallel jobs, one schema only (-n), --clean
+    --if-exists (drop what the archive holds before recreating it), a time limit."""
+
+    jobs: int = 2
+    schema: str | None = None
+    clean: bool = False
+    timeout: float = 3600.0
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills pg_restore when Runbook dies (kill -9
+    included), so a killed restore never goes on writing behind the record's back."""
+    import ctypes  # noqa: PLC0415 - only in the forked child
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def pg_restore_into(
+    archive: Path, dsn: str, server_major: int, archive_major: int, options: PgRestoreOptions
+) -> str:
+    """pg_restore --exit-on-error into `dsn` with the binary matching the destination server
+    (never older than the archive's pg_dump); returns the binary used."""
+    binary = pick_binary("pg_restore", max(server_major, archive_major))
+    conninfo, env = client_env(dsn)
+    _, password = split_dsn(dsn)
+    argv = [
+        binary.path,
+        "--exit-on-error",
+        f"--jobs={options.jobs}",
+        "--no-owner",
+        "--no-privileges",
+        f"--dbname={conninfo}",
+    ]
+    if options.schema:
+        argv.append(f"--schema={options.schema}")
+    if options.clean:
+        argv += ["--clean", "--if-exists"]
+    argv.append(str(archive))
+    try:
+        done = subprocess.run(
+            argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=options.timeout,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads touched before exec
+        )
+    except subprocess.TimeoutExpired:
+        raise PermanentError(f"pg_restore did not finish within {options.timeout:.0f}s") from None
     if done.returncode != 0:
         tail = redact(" ".join(done.stderr.strip().splitlines()[-3:]), [password])
         raise PermanentError(f"pg_restore ({binary.describe()}) failed: {tail}")

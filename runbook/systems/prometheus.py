@@ -30,6 +30,7 @@ from runbook.systems.http import (
 )
 
 Series = tuple[dict[str, str], float]  # (labels, value) of one series
+RangeSeries = tuple[dict[str, str], list[tuple[float, float]]]  # (labels, [(unix time, value)])
 _T = TypeVar("_T")
 
 
@@ -86,6 +87,21 @@ def series_of(data: dict[str, Any]) -> list[Series]:
     return series
 
 
+def range_series_of(data: dict[str, Any]) -> list[RangeSeries]:
+    """(labels, [(time, value), ...]) per series of a query_range answer (a matrix)."""
+    if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+        raise NotAnAnswer(f"query_range answered {data.get('resultType')!r}, not a matrix")
+    found: list[RangeSeries] = []
+    for item in data["result"]:
+        points = []
+        for sample in item.get("values") or []:
+            if not isinstance(sample, list) or len(sample) != 2:
+                raise NotAnAnswer("malformed sample in a matrix")
+            points.append((_number(sample[0]), _number(sample[1])))
+        found.append((item.get("metric") or {}, points))
+    return found
+
+
 def labels_text(labels: dict[str, str]) -> str:
     """{__name__="up", job="api"} -> up{job="api"}; no labels -> {}."""
     name = labels.get("__name__", "")
@@ -127,6 +143,15 @@ class Prometheus:
     def query(self, promql: str) -> list[Series]:
         """The instant query's series. Raises PrometheusUnreachable, QueryError, NotAnAnswer."""
         return self._get("query", {"query": promql}, series_of)
+
+    def query_range(
+        self, promql: str, start: float, end: float, step: float
+    ) -> list[RangeSeries]:
+        """The range query's series between two unix times, one point per `step` seconds.
+        Raises PrometheusUnreachable, QueryError, NotAnAnswer."""
+        params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        params["step"] = f"{step:g}"
+        return self._get("query_range", params, range_series_of)
 
     def _get(self, api: str, params: dict[str, str], read: Callable[[dict[str, Any]], _T]) -> _T:
         """GET /api/v1/<api> and `read` the answer's data."""

@@ -230,7 +230,7 @@ def command_error(conn: Connection, command: str, message: str) -> Exception:
 def redis_facts(target: RedisTarget) -> dict[str, Any]:
     """Version, role, memory and keys per database from INFO.
 
-    Returns {"redis_version", "role", "used_memory", "keys_per_db": {"db0": 123, ...},
+    Returns {"redis_version", "role", "used_memory", "maxmemory", "keys_per_db": {"db0": 123, ...},
     "expires_per_db": {"db0": 7, ...}} (keys, and keys with a TTL, per database) and
     "rdb_last_save_time" when the server reports it. Databases without keys are not listed.
     """
@@ -248,6 +248,7 @@ def redis_facts(target: RedisTarget) -> dict[str, Any]:
         "redis_version": fields.get("redis_version"),
         "role": fields.get("role"),
         "used_memory": int_or_none(fields.get("used_memory")),
+        "maxmemory": int_or_none(fields.get("maxmemory")),  # 0: no limit
         "keys_per_db": _keyspace(fields, "keys"),
         "expires_per_db": _keyspace(fields, "expires"),
     }

@@ -12,6 +12,7 @@ its error without changing the exception its caller sees.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 import os
 import queue
@@ -281,7 +282,8 @@ def dump_files(
             raise PermanentError(f"target {target.name}: path {missing[0]} does not exist")
     stats: dict[str, int] = {"files": 0, "bytes": 0}
     warnings: list[str] = []
-    chunks = stream_tar(target.paths, target.exclude, stats, warnings)
+    checksums: list[dict[str, Any]] = []
+    chunks = stream_tar(target.paths, target.exclude, stats, warnings, checksums)
     if not target.allow_empty:
         chunks = _refuse_empty(chunks, stats, target)
     artifact = store_artifact(
@@ -294,7 +296,13 @@ def dump_files(
     )
     for warning in warnings:
         log.warning("target %s: %s", target.name, warning)
-    source = {"paths": [str(p) for p in target.paths], "exclude": list(target.exclude), **stats}
+    source = {
+        "paths": [str(p) for p in target.paths],
+        "exclude": list(target.exclude),
+        **stats,
+        # per regular file, as archived: a restore and a drill check every file against it
+        "file_checksums": checksums,
+    }
     return Dumped(
         [artifact],
         source,
@@ -351,12 +359,14 @@ class _QueueWriter:
 
 class _PaddedReader:
     """Reads exactly `size` bytes of a file whose header is already written: a file that
-    shrank meanwhile is padded with zeros (as GNU tar does), so the archive stays readable."""
+    shrank meanwhile is padded with zeros (as GNU tar does), so the archive stays readable.
+    Hashes what it hands to tar (the member's content as archived)."""
 
     def __init__(self, handle: Any, size: int):
         self.handle = handle
         self.left = size
         self.shrank = False
+        self.sha256 = hashlib.sha256()
 
     def read(self, n: int = -1) -> bytes:
         n = self.left if n < 0 else min(n, self.left)
@@ -365,6 +375,7 @@ class _PaddedReader:
             self.shrank = True
             data += bytes(n - len(data))
         self.left -= len(data)
+        self.sha256.update(data)
         return data
 
 
@@ -373,8 +384,10 @@ def stream_tar(
     exclude: list[str],
     stats: dict[str, int] | None = None,
     warnings: list[str] | None = None,
+    checksums: list[dict[str, Any]] | None = None,
 ) -> Iterator[bytes]:
     """A POSIX tar of `paths` as chunks; members named by their absolute path without '/'.
+    `checksums` receives {path, sha256, size, mode} of every regular file as archived.
 
     The configured paths are followed when they are symlinks (`/etc/myapp -> /opt/myapp/conf`
     is archived as the folder); links found inside them are stored as links. A file that
@@ -410,6 +423,15 @@ def stream_tar(
             warnings.append(f"{path}: shrank while it was read (padded with zeros)")
         stats["files"] = stats.get("files", 0) + 1
         stats["bytes"] = stats.get("bytes", 0) + member.size
+        if checksums is not None:
+            checksums.append(
+                {
+                    "path": member.name,
+                    "sha256": reader.sha256.hexdigest(),
+                    "size": member.size,
+                    "mode": member.mode & 0o7777,
+                }
+            )
 
     def produce() -> None:
         error: BaseException | None = None

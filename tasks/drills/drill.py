@@ -12,9 +12,11 @@ runs the same function with each step as a Prefect task run (tasks/drills/tasks.
    the drill.
 3. restore: into a scratch database `runbook_drill_<target>_<utc time>` on the drill server (a
    throwaway embedded PostgreSQL by default, or the team's server), never the source
-   database; Redis: load the RDB into a throwaway redis-server.
+   database; Redis: load the RDB into a throwaway redis-server; files: extract the tar into
+   the drill's work folder.
 4. validate: Great Expectations + SQL checks + pg_amcheck (tasks/drills/validate.py); Redis:
-   key counts per database against the manifest.
+   key counts per database against the manifest; files: every file against the sha256 the
+   backup recorded (tasks/drills/files.py).
 5. objectives: RTO = download + restore + validation; RPO = drill start - backup end; each
    against the target's goal.
 6. cleanup, in `finally` (unless keep_on_failure and the drill failed), then the verdict:
@@ -24,8 +26,8 @@ runs the same function with each step as a Prefect task run (tasks/drills/tasks.
 from __future__ import annotations
 
 from runbook.catalog import Catalog, DrillRecord, DrillStep
-from runbook.config import PostgresTarget, RedisTarget, TargetConfig
-from runbook.errors import NotFoundError, RunbookError
+from runbook.config import PostgresTarget, TargetConfig
+from runbook.errors import NotFoundError
 from runbook.locks import drill_lock, named_lock
 from tasks.drills import steps
 from tasks.drills.scratch import DrillRefused, refuse_source
@@ -56,10 +58,6 @@ def check_drill_request(catalog: Catalog, target: TargetConfig, backup: str) -> 
     """Refuse what the operator got wrong before anything is recorded: a backup id that does
     not exist, belongs to another target or was never committed; a drill server that is the
     source database. Raises NotFoundError or DrillRefused (exit 2, no drill row)."""
-    if not isinstance(target, PostgresTarget | RedisTarget):
-        raise RunbookError(
-            f"target {target.name!r} is a files target: drills restore PostgreSQL and Redis backups"
-        )
     if backup != "latest":
         record = catalog.get_backup(backup)
         if record.target != target.name:

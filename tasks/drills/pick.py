@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from runbook.catalog import (
@@ -13,7 +14,7 @@ from runbook.catalog import (
     BackupStatus,
     Catalog,
 )
-from runbook.config import PostgresTarget, TargetConfig
+from runbook.config import FilesTarget, PostgresTarget, TargetConfig
 from runbook.errors import PermanentError
 from runbook.manifest import Manifest, read_manifest
 from runbook.storage import Storage
@@ -73,15 +74,30 @@ def _verified_manifest(storage: Storage, record: BackupRecord) -> Manifest:
     return read_manifest(storage, record.target, record.id, sealed=record.manifest_seal)
 
 
+def restored_artifacts(target: TargetConfig) -> Callable[[BackupRecord], list[str]]:
+    """Which artifacts of a backup a drill restores: the whole database, the RDB, the tar."""
+    if isinstance(target, PostgresTarget):
+        return lambda record: ["database"]
+    if isinstance(target, FilesTarget):
+        return lambda record: ["files"]
+    return lambda record: ["dump"]
+
+
 def pick_and_download(
-    catalog: Catalog, storage: Storage, target: TargetConfig, spec: str, workdir: Path
+    catalog: Catalog,
+    storage: Storage,
+    target: TargetConfig,
+    spec: str,
+    workdir: Path,
+    artifacts: Callable[[BackupRecord], list[str]] | None = None,
 ) -> Picked:
-    """Verify (reading from storage) and download the backup to restore."""
+    """Verify (reading from storage) and download the backup to restore: the artifacts
+    `artifacts(record)` names (default: restored_artifacts of the target)."""
     started = time.monotonic()
-    wanted = ["database"] if isinstance(target, PostgresTarget) else ["dump"]
+    wanted = artifacts or restored_artifacts(target)
     if spec != "latest":  # check_drill_request vetted the id
         record = catalog.get_backup(spec)
-        report, files = _download(catalog, storage, record, workdir, wanted)
+        report, files = _download(catalog, storage, record, workdir, wanted(record))
         record = catalog.get_backup(spec)  # verification may have sealed it
         manifest = _verified_manifest(storage, record) if report.ok else None
         return Picked(record, manifest, report, files, None, time.monotonic() - started)
@@ -95,7 +111,7 @@ def pick_and_download(
             f"no verified backup of target {target.name!r} to drill (run `runbook backup` first)"
         )
     for record in candidates:
-        report, files = _download(catalog, storage, record, workdir, wanted)
+        report, files = _download(catalog, storage, record, workdir, wanted(record))
         if report.ok:
             record = catalog.get_backup(record.id)  # verification may have sealed it
             return Picked(

@@ -67,6 +67,26 @@ def drop_database(admin_dsn: str, name: str) -> None:
         )
 
 
+def is_source_database(
+    target: PostgresTarget,
+    dsn: str,
+    server: tuple[str | None, str] | None = None,
+    source: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether `dsn` is the target's source database: by DSN alone, or, given the server's
+    (system identifier, database) once connected, by the system identifier against the
+    backup's `source` facts and the database name (another spelling of the same server)."""
+    source = source or {}
+    if describe_dsn(dsn) == describe_dsn(target.dsn.get_secret_value()):
+        return True
+    system_id, database = server or (None, conninfo_to_dict(dsn).get("dbname") or "")
+    return (
+        system_id is not None
+        and system_id == source.get("system_identifier")
+        and database == source.get("database")
+    )
+
+
 def refuse_source(
     target: PostgresTarget,
     drill_dsn: str,

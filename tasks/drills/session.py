@@ -28,7 +28,7 @@ from runbook.catalog import (
     DrillStep,
     utcnow,
 )
-from runbook.config import Config, PostgresTarget, RedisTarget
+from runbook.config import Config, FilesTarget, PostgresTarget, RedisTarget
 from runbook.errors import RunbookError
 from runbook.secrets import redact, target_secrets
 from runbook.storage import Storage
@@ -60,7 +60,7 @@ class DrillRun:
     config: Config
     catalog: Catalog
     storage: Storage
-    target: PostgresTarget | RedisTarget
+    target: PostgresTarget | RedisTarget | FilesTarget
     backup: str = "latest"  # the newest verified backup, or a backup id
     keep_on_failure: bool = False  # keep a failed drill's scratch for forensics
     jobs: int | None = None  # pg_restore jobs; None: the target's drill.jobs
@@ -93,6 +93,8 @@ class Drill:
     def scratch(self) -> ScratchPlace:
         if isinstance(self.target, RedisTarget):
             return ScratchPlace("redis-server", "", self.workdir)
+        if isinstance(self.target, FilesTarget):
+            return ScratchPlace("files", "", self.workdir)  # the tree, inside the work folder
         if self.target.drill.dsn is not None:
             where = TeamServer(self.target.drill.dsn.get_secret_value()).describe()
         else:

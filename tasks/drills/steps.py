@@ -12,12 +12,13 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from runbook.catalog import DrillCheck, DrillStep
-from runbook.config import PostgresTarget
+from runbook.catalog import DrillCheck, DrillStep, RestoreCheck
+from runbook.config import FilesTarget, PostgresTarget
 from runbook.formatting import human_duration
 from runbook.systems.pg_servers import EmbeddedServer, TeamServer
 from runbook.systems.pg_tools import pick_binary, restore_archive
 from runbook.systems.postgres import create_database, server_identity
+from tasks.drills.files import Extracted, check_tree, extract_tree
 from tasks.drills.leftovers import sweep_leftovers
 from tasks.drills.pick import Picked, pick_and_download
 from tasks.drills.redis import compare_key_counts, restored_key_counts
@@ -38,11 +39,13 @@ class Restored:
         dsn: str | None = None,
         major: int = 0,
         key_counts: dict[str, int] | None = None,
+        tree: Extracted | None = None,
     ):
         self.source = source
         self.dsn = dsn
         self.major = major
         self.key_counts = key_counts
+        self.tree = tree  # files: what extracting the tar into the work folder did
 
 
 def sweep(drill: Drill) -> None:
@@ -81,7 +84,18 @@ def pick(drill: Drill) -> Picked:
 
 def restore(drill: Drill, picked: Picked) -> Restored:
     """PostgreSQL: pg_restore into a scratch database on the drill server, never the source.
-    Redis: load the RDB into a throwaway redis-server and read its key counts."""
+    Redis: load the RDB into a throwaway redis-server and read its key counts. Files:
+    extract the tar into the work folder."""
+    if isinstance(drill.target, FilesTarget):
+        started = time.monotonic()
+        drill.scratch_created = True
+        extracted = extract_tree(picked.files["files"], drill.workdir / "tree")
+        seconds = drill.seconds_since(started, "restore")
+        picked.files["files"].unlink(missing_ok=True)
+        detail = f"extracted {extracted.members} members into the work folder in {seconds:.1f}s"
+        drill.results.add(DrillStep.RESTORE, [DrillCheck(name="restore", ok=True, detail=detail)])
+        drill.say(detail)
+        return Restored(picked.manifest.source, tree=extracted)
     if not isinstance(drill.target, PostgresTarget):
         started = time.monotonic()
         drill.scratch_created = True
@@ -128,6 +142,15 @@ def validate(drill: Drill, restored: Restored) -> None:
     """PostgreSQL: Great Expectations, SQL checks and pg_amcheck against the manifest.
     Redis: the restored key counts per database against the backup's INFO figures."""
     started = time.monotonic()
+    if restored.tree is not None:
+        found: list[RestoreCheck] = check_tree(
+            drill.workdir / "tree", restored.source, restored.tree
+        )
+        checks = [DrillCheck(**c.model_dump()) for c in found]
+        drill.seconds_since(started, "validation")
+        drill.results.add(DrillStep.VALIDATE, checks)
+        drill.say(f"files: {sum(c.ok for c in checks)}/{len(checks)} checks passed")
+        return
     if restored.key_counts is not None:
         checks = compare_key_counts(restored.source, restored.key_counts)
         drill.seconds_since(started, "validation")

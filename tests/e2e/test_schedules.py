@@ -56,6 +56,15 @@ PROMISED: dict[str, Any] = {
     "maintenance-monthly": lambda t: (
         t.weekday() == 6 and t.day <= 7 and (t.hour, t.minute) == (2, 0)
     ),
+    # capacity: samples daily before the health check; the review on the 1st, quarterly in
+    # January, April, July and October (replacing that month's monthly one)
+    "capacity-collect": lambda t: (t.hour, t.minute) == (5, 30),
+    "capacity-report-monthly": lambda t: (
+        t.day == 1 and t.month not in (1, 4, 7, 10) and (t.hour, t.minute) == (8, 0)
+    ),
+    "capacity-report-quarterly": lambda t: (
+        t.day == 1 and t.month in (1, 4, 7, 10) and (t.hour, t.minute) == (8, 0)
+    ),
 }
 SCHEDULER_ERRORS = re.compile(
     r"Traceback|InvalidRequestError|Error scheduling deployment|ERROR.*(schedul|docket)",
@@ -266,6 +275,8 @@ def assert_runs_follow_schedules(
     assert len(runs["health-hourly"]) >= 24
     assert len(runs["drill-monthly"]) >= 3
     assert len(runs["maintenance-weekly"]) >= 20 and len(runs["maintenance-monthly"]) >= 3
+    assert len(runs["capacity-report-monthly"]) >= 3
+    assert len(runs["capacity-report-quarterly"]) >= 2
 
 
 def assert_schedules_in_timezone(server: PrefectServer, timezone: str) -> None:

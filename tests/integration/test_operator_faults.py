@@ -112,8 +112,12 @@ def test_a_drill_of_a_files_target(tmp_path):
         "storage: {kind: local, path: backups}\n"
         "targets: {files: [{name: conf, paths: [etc]}]}\n"
     )
-    code, out, err, _ = runbook("drill", "-t", "conf", "--config", str(config))
-    assert_one_line(code, out, err, "'conf' is a files target")
+    # Files targets are drilled like the others now (issue 16): no longer refused for their
+    # kind, the request goes through the same checks (the drill itself:
+    # tests/integration/test_restore_files.py).
+    code, out, err, _ = runbook("drill", "-t", "conf", "--backup", "nope", "--config", str(config))
+    assert_one_line(code, out, err, "unknown backup id 'nope'")
+    assert "files target" not in err
 
 
 # --- faults a retry cannot cure, and the first cause of one that failed ---------------------

@@ -61,6 +61,18 @@ def test_serve_builds_every_deployment_with_its_schedules(tmp_path, monkeypatch)
     assert built["maintenance-monthly"].parameters["window"] == "monthly"
     assert built["maintenance-on-demand"].parameters["dry_run"] is True
     assert built["maintenance-on-demand"].schedules == []
+    # capacity: daily samples; the monthly and quarterly reviews never on the same day
+    assert [s.schedule.cron for s in built["capacity-collect"].schedules] == ["30 5 * * *"]
+    monthly = built["capacity-report-monthly"].schedules[0].schedule
+    quarterly = built["capacity-report-quarterly"].schedules[0].schedule
+    assert monthly.cron == "0 8 1 2,3,5,6,8,9,11,12 *" and quarterly.cron == "0 8 1 1,4,7,10 *"
+    assert quarterly.timezone == "Europe/Berlin"
+    assert built["capacity-report-quarterly"].parameters["period"] == "quarter"
+    assert built["capacity-report-on-demand"].schedules == []
+    # restore: never scheduled; a Quick run gives no target and no destination (does nothing)
+    assert built["restore-on-demand"].schedules == []
+    assert built["restore-on-demand"].parameters["into"] == ""
+    assert built["restore-on-demand"].parameters["confirm"] is False
 
 
 def test_serve_adds_a_backup_deployment_per_schedule_with_the_config_names(tmp_path, monkeypatch):
@@ -89,3 +101,7 @@ def test_serve_adds_a_backup_deployment_per_schedule_with_the_config_names(tmp_p
     assert maintenance_form["window"]["enum"] == ["weekly", "monthly"]
     assert "vacuum" in maintenance_form["procedures"]["items"]["enum"]
     assert maintenance_form["dry_run"]["default"] is True
+    restore_form = built["restore-on-demand"]._parameter_openapi_schema.properties
+    assert restore_form["target"]["enum"] == ["", "app", "etc"]  # PostgreSQL and files targets
+    assert restore_form["overwrite"]["enum"] == ["no", "clean", "replace-source", "in-place"]
+    assert "DSN" in restore_form["into"]["description"]

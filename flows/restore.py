@@ -1,0 +1,94 @@
+"""The restore flow: a backup restored for real, into a database or a folder the operator names.
+
+1. Refuse an operator's mistake before anything is recorded or touched: no target or no
+   `into` (a Quick run from the UI does nothing), an unknown target or backup id, the
+   backup's source database without `overwrite: replace-source`, a non-empty destination
+   without `clean`, anything that needs confirmation without `confirm`.
+2. Restore (tasks/restore/run.py), one task run per step: pick (verify while downloading,
+   falling back past a corrupt latest), pre-hooks, restore, validate (the drill's checks
+   against the manifest), post-hooks (always once the pre-hooks started).
+3. Publish a markdown artifact (`restore-report`) and return a RestoreSummary; the run ends
+   Failed unless the destination was restored and validated.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Failed
+from pydantic import BaseModel
+
+from runbook.catalog import RestoreRecord
+from runbook.errors import RunbookError, RunFailed
+from runbook.runtime import open_runtime
+from tasks.restore.destination import dsn_with_password
+from tasks.restore.plan import Overwrite, RestoreRequest
+from tasks.restore.report import restore_markdown
+from tasks.restore.run import RestoreRun, run_restore
+from tasks.restore.tasks import as_task_run, log_to_prefect
+
+
+class RestoreSummary(BaseModel):
+    ok: bool
+    restore: RestoreRecord
+
+
+@flow(name="restore", persist_result=True)
+def restore(
+    target: str = "",
+    into: str = "",
+    backup: str = "latest",
+    schema_name: str = "",
+    overwrite: Overwrite = "no",
+    confirm: bool = False,
+    jobs: int = 2,
+) -> RestoreSummary:
+    """Restore a backup into a database or a folder, validate it against its manifest and
+    measure the RTO. Does nothing without a target and a destination.
+
+    Args:
+        target: The PostgreSQL or files target whose backup to restore (runbook.yaml).
+        into: Where to: a PostgreSQL DSN (a new database is created; an existing one must be
+            empty) without a password (set RUNBOOK_RESTORE_PASSWORD on the worker, or use
+            ~/.pgpass), or a folder for a files target. Required.
+        backup: "latest" (the newest verified backup, falling back past a corrupt one) or a
+            backup id from `runbook backups list`.
+        schema_name: Restore only this schema (its per-schema archive when the backup has one).
+        overwrite: "no"; "clean" to drop and recreate what the backup holds in a non-empty
+            destination; "replace-source" to restore into the backup's own source database;
+            "in-place" to write a files backup over its original paths. Each needs confirm.
+        confirm: Yes, overwrite as asked (the CLI's --yes).
+        jobs: Parallel pg_restore jobs.
+    """
+    if not target or not into and overwrite != "in-place":
+        raise RunbookError(
+            "restore needs a target and `into` (a DSN or a folder): nothing was done"
+        )
+    runtime = open_runtime()
+    request = RestoreRequest(
+        target=target,
+        into=dsn_with_password(into) if into else "",
+        backup=backup,
+        schema=schema_name or None,
+        overwrite=overwrite,
+        confirmed=confirm,
+        jobs=jobs,
+    )
+    run = RestoreRun(
+        runtime.config,
+        runtime.catalog,
+        runtime.storage,
+        request,
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+        on_step=log_to_prefect,
+    )
+    record = run_restore(run, as_task_run)
+    summary = RestoreSummary(ok=record.restored, restore=record)
+    create_markdown_artifact(
+        markdown=restore_markdown(record), key="restore-report", description="Restore"
+    )
+    if not summary.ok:
+        message = f"restore of {target} into {record.into} {record.status}: {record.error}"
+        return Failed(message=message, data=RunFailed(message, summary))
+    return summary

@@ -1,0 +1,143 @@
+"""What a restore will do, decided before it does anything (DESIGN: a plan, then an apply).
+
+`plan_restore(request, facts)` is pure: from the operator's request and the facts about the
+destination (does it exist, what does it hold, is it the backup's source) it returns the
+actions with their reasons, and what a person must confirm first, or refuses (RestoreRefused,
+exit 2, nothing touched). `require_confirmation` refuses a plan that needs a confirmation it
+did not get. The CLI prints the plan and asks; the flow re-plans with the same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from runbook.errors import RunbookError
+
+Overwrite = Literal["no", "clean", "replace-source", "in-place"]
+OVERWRITES: tuple[str, ...] = ("no", "clean", "replace-source", "in-place")
+
+
+class RestoreRefused(RunbookError):
+    """The restore would touch what it must not (the source, a non-empty destination, the
+    original paths) without the flag and the confirmation that allow it."""
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What the operator asked for (the CLI's options, the flow's parameters)."""
+
+    target: str
+    into: str  # a PostgreSQL DSN, or a folder for a files target ("" with in-place)
+    backup: str = "latest"
+    schema: str | None = None
+    overwrite: Overwrite = "no"
+    confirmed: bool = False  # --yes, or the operator answered the prompt
+    jobs: int | None = None  # pg_restore jobs; None: the target's restore.jobs
+
+
+@dataclass(frozen=True)
+class DestinationFacts:
+    """What the destination is now, as measured just before planning."""
+
+    kind: Literal["postgres", "files"]
+    where: str  # user@host:port/db or a folder: no secret
+    exists: bool
+    contents: str = ""  # what it holds ("14 relations in shop, public"); "" when empty
+    is_source: bool = False  # PostgreSQL: the database the backup was taken from
+    original_paths: bool = False  # files: the restore would write over the backed-up paths
+    backup_id: str = ""
+    hooks: tuple[list[str], list[str]] = ([], [])  # (pre, post) step names
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    actions: list[str]
+    confirm: list[str] = field(default_factory=list)  # why a person must say yes first
+
+
+def plan_restore(request: RestoreRequest, facts: DestinationFacts) -> RestorePlan:
+    """The actions of the restore, and what needs confirmation; RestoreRefused when the
+    request may not run at all."""
+    _refuse(request, facts)
+    confirm = []
+    if request.overwrite == "replace-source":
+        holds = f" (it holds {facts.contents})" if facts.contents else ""
+        confirm.append(
+            f"this REPLACES the source database {facts.where} of target {request.target!r} "
+            f"with backup {facts.backup_id}{holds}"
+        )
+    elif request.overwrite == "clean" and facts.contents:
+        confirm.append(
+            f"{facts.where} is not empty ({facts.contents}): what the backup holds is dropped "
+            "there and recreated"
+        )
+    elif request.overwrite == "in-place":
+        confirm.append(
+            f"the files of backup {facts.backup_id} are written over their original paths "
+            f"({facts.where})"
+        )
+    pre, post = facts.hooks
+    actions = [f"pre-restore step: {name}" for name in pre]
+    actions += _restore_actions(request, facts)
+    actions += [f"post-restore step (always): {name}" for name in post]
+    return RestorePlan(actions=actions, confirm=confirm)
+
+
+def _refuse(request: RestoreRequest, facts: DestinationFacts) -> None:
+    if facts.kind == "postgres":
+        if request.overwrite == "in-place":
+            raise RestoreRefused("--in-place is for files targets; give --into DSN")
+        if facts.is_source and request.overwrite != "replace-source":
+            raise RestoreRefused(
+                f"{facts.where} is the source database of target {request.target!r}: a restore "
+                "never writes into it unless --replace-source is given (and confirmed); "
+                "restore into a new database instead"
+            )
+        if facts.contents and request.overwrite == "no":
+            raise RestoreRefused(
+                f"database {facts.where} is not empty ({facts.contents}): restore into a new "
+                "or empty database, or pass --clean to drop and recreate what the backup holds"
+            )
+        return
+    if request.overwrite == "replace-source":
+        raise RestoreRefused("--replace-source is for PostgreSQL targets (files: --in-place)")
+    if request.schema:
+        raise RestoreRefused("--schema is for PostgreSQL targets")
+    if facts.original_paths and request.overwrite != "in-place":
+        raise RestoreRefused(
+            f"{facts.where} would put the files over their original paths: a files restore "
+            "never does that unless --in-place is given (and confirmed); choose another folder"
+        )
+    if facts.contents and request.overwrite == "no":
+        raise RestoreRefused(
+            f"folder {facts.where} is not empty ({facts.contents}): restore into a new or "
+            "empty folder, or pass --clean to replace the files the backup holds"
+        )
+
+
+def _restore_actions(request: RestoreRequest, facts: DestinationFacts) -> list[str]:
+    if facts.kind == "files":
+        return [
+            f"verify backup {facts.backup_id} from storage while downloading it",
+            f"extract it into {facts.where} (modes, times, symlinks as links; members that "
+            "would land outside refused)",
+            "check every file against the sha256 recorded at backup time",
+        ]
+    actions = [f"verify backup {facts.backup_id} from storage while downloading it"]
+    if not facts.exists:
+        actions.append(f"create database {facts.where}")
+    flags = " --clean --if-exists" if request.overwrite in ("clean", "replace-source") else ""
+    only = f" -n {request.schema}" if request.schema else ""
+    actions.append(f"pg_restore --exit-on-error -j N{flags}{only} into {facts.where}")
+    actions.append("validate against the manifest: row counts, schema, sequences, pg_amcheck")
+    return actions
+
+
+def require_confirmation(plan: RestorePlan, request: RestoreRequest) -> None:
+    """Refuse a plan that needs a confirmation the request does not carry."""
+    if plan.confirm and not request.confirmed:
+        raise RestoreRefused(
+            f"confirmation needed: {'; '.join(plan.confirm)}; pass --yes (or answer the prompt "
+            "in a terminal; from the Prefect UI set confirm)"
+        )
