@@ -61,7 +61,21 @@ def _bench_dsn(dsn_admin: str, dbname: str) -> str:
     return make_conninfo(**params)
 
 
-def _marker(dsn: str) -> dict | None:
+def scaled_params(scale: float) -> dict:
+    """PARAMS for a database `scale` times the full size (benchmarks that only need a few
+    hundred MB, e.g. the validation breakdown, build one at 0.25)."""
+    if scale == 1:
+        return dict(PARAMS)
+    return {
+        **PARAMS,
+        "pgbench_scale": max(1, round(PARAMS["pgbench_scale"] * scale)),
+        "event_rows": max(1, round(PARAMS["event_rows"] * scale)),
+        "batch_rows": max(1, round(PARAMS["batch_rows"] * scale)),
+        "scale": scale,
+    }
+
+
+def _marker(dsn: str, params: dict) -> dict | None:
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
             row = conn.execute("SELECT params, facts FROM bench_marker WHERE complete").fetchone()
@@ -69,8 +83,8 @@ def _marker(dsn: str) -> dict | None:
         return None
     if row is None:
         return None
-    params, facts = row
-    return facts if params == PARAMS else None
+    found, facts = row
+    return facts if found == params else None
 
 
 def _size_facts(conn: psycopg.Connection, dbname: str) -> dict:
@@ -85,19 +99,19 @@ def _size_facts(conn: psycopg.Connection, dbname: str) -> dict:
     return {"dbname": dbname, "database_bytes": size, "event_rows": events, "tables": tables}
 
 
-def _build(dsn_admin: str, dbname: str, dsn: str) -> dict:
+def _build(dsn_admin: str, dbname: str, dsn: str, params: dict, min_size: int) -> dict:
     started = time.monotonic()
     with psycopg.connect(dsn_admin, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    print(f"[dataset] pgbench -i -s {PARAMS['pgbench_scale']}", file=sys.stderr, flush=True)
+    print(f"[dataset] pgbench -i -s {params['pgbench_scale']}", file=sys.stderr, flush=True)
     subprocess.run(
-        ["pgbench", "-i", "-q", "-s", str(PARAMS["pgbench_scale"]), dsn],
+        ["pgbench", "-i", "-q", "-s", str(params["pgbench_scale"]), dsn],
         check=True,
         timeout=3600,
         stdout=subprocess.DEVNULL,
     )
-    batch = PARAMS["batch_rows"]
+    batch = params["batch_rows"]
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(_EVENTS_DDL)
         conn.execute(
@@ -105,9 +119,9 @@ def _build(dsn_admin: str, dbname: str, dsn: str) -> dict:
         )
         rows = 0
         while True:
-            if rows >= PARAMS["event_rows"]:
+            if rows >= params["event_rows"]:
                 size = conn.execute("SELECT pg_database_size(%s)", (dbname,)).fetchone()[0]
-                if size >= MIN_SIZE:
+                if size >= min_size:
                     break
             conn.execute(_EVENTS_FILL, {"first": rows + 1, "last": rows + batch})
             rows += batch
@@ -119,21 +133,23 @@ def _build(dsn_admin: str, dbname: str, dsn: str) -> dict:
         facts["build_seconds"] = round(time.monotonic() - started, 1)
         conn.execute(
             "INSERT INTO bench_marker VALUES (%s, %s, true)",
-            (json.dumps(PARAMS), json.dumps(facts)),
+            (json.dumps(params), json.dumps(facts)),
         )
     return facts
 
 
-def ensure_dataset(dsn_admin: str = ADMIN_DSN, dbname: str = DBNAME) -> dict:
-    """Build the benchmark database unless a complete one with these parameters exists.
+def ensure_dataset(dsn_admin: str = ADMIN_DSN, dbname: str = DBNAME, scale: float = 1) -> dict:
+    """Build the benchmark database unless a complete one with these parameters exists;
+    `scale` < 1 builds a smaller one (about scale x 1.5 GB) for breakdowns.
 
     Returns size facts: database_bytes, event_rows, per-table bytes, dsn.
     """
     dsn = _bench_dsn(dsn_admin, dbname)
-    facts = _marker(dsn)
+    params, min_size = scaled_params(scale), int(MIN_SIZE * scale)
+    facts = _marker(dsn, params)
     if facts is None:
-        facts = _build(dsn_admin, dbname, dsn)
-    if facts["database_bytes"] < MIN_SIZE:
+        facts = _build(dsn_admin, dbname, dsn, params, min_size)
+    if facts["database_bytes"] < min_size:
         raise RuntimeError(f"{dbname} is only {facts['database_bytes']} bytes; drop it to rebuild")
     return {**facts, "dsn": dsn}
 

@@ -19,6 +19,7 @@ from runbook.cli.common import (
     operator_errors,
     plain,
     run_flow,
+    start_prefect_early,
 )
 
 backups_app = typer.Typer(help="Inspect the backup catalog.", no_args_is_help=True)
@@ -44,6 +45,7 @@ def backup(
     cfg.select_targets(target)  # unknown names fail here, before Prefect starts
     if not cfg.backup_targets():
         fail(f"{path}: no targets configured (add targets.postgres, .redis or .files)")
+    start_prefect_early()
     from flows.backup import backup as backup_flow
 
     _completed, summary = run_flow(backup_flow, path, targets=target or [], verify=not no_verify)

@@ -83,6 +83,15 @@ def make_console() -> Any:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
+def start_prefect_early() -> None:
+    """For a command that runs a flow: call once the operator's input is checked (a mistake
+    is refused before anything of Prefect starts) and before importing the flow, so that
+    Prefect's temporary server (ephemeral mode) boots while the flow and Prefect import."""
+    from runbook.cli.prefect_server import start_early
+
+    start_early()
+
+
 def run_flow(flow_fn: Any, config_path: str, **params: Any) -> tuple[bool, Any]:
     """Run a flow in this process on the given config; (completed?, its summary). Operator
     errors re-raised. Flows read their config from $RUNBOOK_CONFIG, as on a worker."""

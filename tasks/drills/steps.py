@@ -24,7 +24,7 @@ from tasks.drills.pick import Picked, pick_and_download
 from tasks.drills.redis import compare_key_counts, restored_key_counts
 from tasks.drills.scratch import drop_database, refuse_source
 from tasks.drills.session import Drill, StepFailed
-from tasks.drills.validate import validate_restore
+from tasks.drills.validate import validate_restore, warm_up
 
 
 class Restored:
@@ -61,6 +61,8 @@ def pick(drill: Drill) -> Picked:
     """Choose the backup, verify it from storage and download it in the same pass (a corrupt
     `latest` falls back to the previous verified backup)."""
     run = drill.run
+    if isinstance(drill.target, PostgresTarget):
+        warm_up()  # validation's Great Expectations import (seconds of CPU) beside the download
     picked = pick_and_download(run.catalog, run.storage, drill.target, run.backup, drill.workdir)
     results = drill.results
     results.timings["download"] = round(picked.seconds, 3)
@@ -164,7 +166,11 @@ def validate(drill: Drill, restored: Restored) -> None:
     amcheck = pick_binary("pg_amcheck", restored.major)
     data_docs = config.drills.data_docs / drill.id if config.drills.data_docs else None
     result = validate_restore(
-        restored.dsn, restored.source, amcheck=amcheck.path, data_docs_dir=data_docs
+        restored.dsn,
+        restored.source,
+        amcheck=amcheck.path,
+        data_docs_dir=data_docs,
+        jobs=drill.run.jobs or drill.target.drill.jobs,  # as many connections as pg_restore
     )
     drill.seconds_since(started, "validation")
     drill.results.gx_result, drill.results.data_docs = result.gx_result, result.data_docs

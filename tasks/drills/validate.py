@@ -1,6 +1,14 @@
-"""Validate a restored database against its backup manifest: Great Expectations for what it
-expresses well (row counts, ordered columns, primary keys), SQL for the rest (sequences,
-orphaned foreign keys, schema sets and fingerprint) and pg_amcheck for physical corruption.
+"""Validate a restored database against its backup manifest, reading each table once.
+
+1. Measure (SQL, over a few connections at once): one scan per table yields its row count,
+   the NULLs in each primary-key column and the number of distinct keys; the foreign-key
+   orphan and sequence queries run in the same pool. Schema sets and the fingerprint compare
+   catalog facts.
+2. Judge (Great Expectations): one expectation suite over a table of those facts, one row per
+   table of the manifest (restored?, rows vs the manifest's count, ordered columns, duplicated
+   and NULL keys), validated once per drill; its result and Data Docs name failing tables.
+   GX's import and context are set up while the scans run.
+3. pg_amcheck (heap + btree, --jobs) for physical corruption, last.
 
 GX cannot compare two databases, so every expected value comes from the manifest's `source`
 (measured inside the dump's snapshot). A failed check is a result, never an exception.
@@ -11,16 +19,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import threading
 import time
-import warnings
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel
-from sqlalchemy.engine import URL
 
 from runbook.catalog import DrillCheck
 from runbook.errors import PermanentError
@@ -30,13 +39,17 @@ from runbook.systems.postgres import connect, schema_facts, schema_fingerprint
 
 DETAIL_LIMIT = 400
 DATA_DOCS_SITE = "runbook_drill"
+GX_ASSET = "restored tables"
+# Sorting the keys for count(DISTINCT ...) in memory rather than in temporary files.
+SCAN_WORK_MEM = "64MB"
 
 
 class ValidationResult(BaseModel):
     checks: list[DrillCheck]
-    gx_result: dict | None  # the GX validation results as JSON, one entry per table
+    gx_result: dict | None  # the GX validation result as JSON (one validation per drill)
     data_docs: str | None  # path of the Data Docs index when built
     seconds: dict[str, float]  # "gx", "sql", "amcheck"
+    breakdown: dict[str, float] = {}  # seconds per part: each table's scan, GX set-up, ...
 
     @property
     def ok(self) -> bool:
@@ -61,14 +74,17 @@ def validate_restore(
     amcheck: str | None = None,
     data_docs_dir: Path | None = None,
     amcheck_timeout: float = 1800,
+    jobs: int = 2,
 ) -> ValidationResult:
     """Check the restored database at `dsn` against the manifest's `source` facts.
 
-    1. read the restored schema (psycopg) and run the SQL checks: sequences, foreign-key
-       orphans, sets of tables / indexes / extensions, schema fingerprint;
-    2. per expected table, one GX suite: row count, ordered columns, primary key;
-    3. pg_amcheck (heap + btree) when a binary is given, last, because --install-missing adds
-       the amcheck extension (removed again afterwards if we added it).
+    1. read the restored schema; over `jobs` connections, scan every expected table once
+       (rows, key NULLs, distinct keys) and run the sequence and foreign-key queries, while
+       Great Expectations is set up in this thread;
+    2. judge the per-table facts with one GX suite (rows, ordered columns, primary key) and
+       compare schema sets and fingerprint;
+    3. pg_amcheck (heap + btree, `--jobs`) when a binary is given, last, because
+       --install-missing adds the amcheck extension (removed again afterwards if we added it).
 
     `schema_name` restricts the expectations to one schema (a per-schema archive).
     Connection failures raise the classified errors of runbook.systems.postgres; findings
@@ -82,33 +98,72 @@ def validate_restore(
         )
     _, password = split_dsn(dsn)
     expected = _Expected(source, schema_name)
+    breakdown: dict[str, float] = {}
     seconds: dict[str, float] = {"gx": 0.0, "sql": 0.0, "amcheck": 0.0}
 
     started = time.monotonic()
     with connect(dsn, autocommit=True) as conn:
         restored = schema_facts(conn)
-        sql_checks = _sql_checks(conn, expected, restored, schema_name, source)
-    seconds["sql"] = round(time.monotonic() - started, 3)
-
-    started = time.monotonic()
+        sizes = _table_sizes(conn)
+    breakdown["schema facts"] = _since(started)
     present = {f"{t['schema']}.{t['name']}" for t in restored["tables"]}
-    gx_checks, gx_result, data_docs = _gx_checks(dsn, expected, present, data_docs_dir)
-    seconds["gx"] = round(time.monotonic() - started, 3)
+    tables = [t for t in expected.tables if not t.get("partitioned")]
+    to_scan = sorted(
+        (t for t in tables if _name(t) in present), key=lambda t: -sizes.get(_name(t), 0)
+    )
 
-    checks = gx_checks + sql_checks
+    with _Pool(dsn, jobs) as pool:
+        scans = {_name(t): pool.submit(f"scan {_name(t)}", _scan_table, t) for t in to_scan}
+        sequences = [pool.submit("sequences", _sequence_check, s) for s in expected.sequences]
+        restored_fks = {(f["schema"], f["table"], f["name"]) for f in restored["foreign_keys"]}
+        fks = [
+            pool.submit("foreign keys", _foreign_key_check, fk, expected, restored_fks)
+            for fk in expected.foreign_keys
+        ]
+        gx_started = time.monotonic()
+        # GX's import and context while the scans run; nothing to judge without tables.
+        gx = _GxSession.start(data_docs_dir) if tables else _GxUnavailable("no tables")
+        breakdown["gx: set-up"] = _since(gx_started)
+        found = {name: pool.result(future) for name, future in scans.items()}
+        sql_checks = [pool.result(f) for f in sequences] + [pool.result(f) for f in fks]
+    breakdown.update(pool.seconds)
+    # Wall clock of the SQL work; GX's set-up overlapped it.
+    seconds["sql"] = round(max(pool.finished, started + breakdown["schema facts"]) - started, 3)
+    sql_checks += _schema_checks(expected, restored, schema_name, source)
+
+    gx_started = time.monotonic()
+    facts = [_TableFacts.of(t, restored, found, expected.row_counts) for t in tables]
+    table_checks = [check for f in facts for check in f.checks()]
+    gx_checks, gx_result, data_docs = gx.judge(facts, table_checks)
+    breakdown["gx: validation and data docs"] = _since(gx_started)
+    seconds["gx"] = round(breakdown["gx: set-up"] + breakdown["gx: validation and data docs"], 3)
+
+    checks = table_checks + gx_checks + sql_checks
     if amcheck:
         started = time.monotonic()
         had_amcheck = any(e["name"] == "amcheck" for e in restored["extensions"])
-        checks.append(_amcheck(dsn, amcheck, amcheck_timeout, drop_after=not had_amcheck))
-        seconds["amcheck"] = round(time.monotonic() - started, 3)
+        checks.append(_amcheck(dsn, amcheck, amcheck_timeout, jobs, drop_after=not had_amcheck))
+        seconds["amcheck"] = breakdown["amcheck"] = _since(started)
 
     secrets = [password]
     checks = [c.model_copy(update={"detail": _one_line(c.detail, secrets)}) for c in checks]
     if gx_result is not None and password:
         gx_result = json.loads(redact(json.dumps(gx_result), secrets))
     return ValidationResult(
-        checks=checks, gx_result=gx_result, data_docs=data_docs, seconds=seconds
+        checks=checks,
+        gx_result=gx_result,
+        data_docs=data_docs,
+        seconds=seconds,
+        breakdown=breakdown,
     )
+
+
+def _name(table: dict[str, Any]) -> str:
+    return f"{table['schema']}.{table['name']}"
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
 
 
 # --- what the manifest expects -------------------------------------------------------------
@@ -134,7 +189,243 @@ class _Expected:
         }
 
 
-# --- SQL checks ----------------------------------------------------------------------------
+# --- the pool of connections ---------------------------------------------------------------
+
+
+class _Pool:
+    """`jobs` threads, each with its own connection to the restored database (opened on its
+    first piece of work, closed at the end), so several tables are read at once. Records each
+    piece's seconds under its label (summed for labels shared by many pieces)."""
+
+    def __init__(self, dsn: str, jobs: int):
+        self.dsn = dsn
+        self.executor = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="validate")
+        self.local = threading.local()
+        self.connections: list[psycopg.Connection] = []
+        self.lock = threading.Lock()
+        self.seconds: dict[str, float] = {}
+        self.finished = 0.0  # when the last piece of work ended (time.monotonic)
+
+    def __enter__(self) -> _Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        for conn in self.connections:  # open connections would keep DROP DATABASE waiting
+            conn.close()
+
+    def _connection(self) -> psycopg.Connection:
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = connect(self.dsn, autocommit=True)
+            conn.execute(sql.SQL("SET work_mem = {}").format(sql.Literal(SCAN_WORK_MEM)))
+            self.local.conn = conn
+            with self.lock:
+                self.connections.append(conn)
+        return conn
+
+    def submit(self, label: str, fn: Callable[..., Any], *args: Any) -> Future:
+        def work() -> Any:
+            conn = self._connection()
+            started = time.monotonic()
+            try:
+                return fn(conn, *args)
+            finally:
+                with self.lock:
+                    self.seconds[label] = round(self.seconds.get(label, 0) + _since(started), 3)
+                    self.finished = max(self.finished, time.monotonic())
+
+        return self.executor.submit(work)
+
+    @staticmethod
+    def result(future: Future) -> Any:
+        return future.result()
+
+
+_TABLE_SIZES = """
+    SELECT n.nspname || '.' || c.relname, pg_relation_size(c.oid)
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+
+def _table_sizes(conn: psycopg.Connection) -> dict[str, int]:
+    return dict(conn.execute(_TABLE_SIZES).fetchall())
+
+
+# --- one scan per table --------------------------------------------------------------------
+
+
+class _Scan(BaseModel):
+    """What one read of a table found: rows, NULLs per key column, and, for the rows whose
+    key has no NULL, how many share a key with another row (and a few such keys)."""
+
+    rows: int | None = None
+    key_nulls: dict[str, int] = {}
+    duplicated_rows: int = 0
+    duplicated_examples: list[str] = []
+    error: str | None = None
+
+
+def _scan_table(conn: psycopg.Connection, table: dict[str, Any]) -> _Scan:
+    """One sequential scan: count(*), count(*) FILTER (key column IS NULL) per key column,
+    and count(DISTINCT key) over the keyed rows. Only when keys repeat, a second query names
+    how many rows share a key and a few of those keys."""
+    relation = sql.SQL("ONLY {}.{}").format(
+        sql.Identifier(table["schema"]), sql.Identifier(table["name"])
+    )
+    key = [sql.Identifier(c) for c in table.get("primary_key") or []]
+    items: list[sql.Composable] = [sql.SQL("count(*)")]
+    if key:
+        keyed = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(k) for k in key)
+        value = key[0] if len(key) == 1 else sql.SQL("ROW({})").format(sql.SQL(", ").join(key))
+        items += [sql.SQL("count(*) FILTER (WHERE {} IS NULL)").format(k) for k in key]
+        items.append(sql.SQL("count(*) FILTER (WHERE {})").format(keyed))
+        items.append(sql.SQL("count(DISTINCT {}) FILTER (WHERE {})").format(value, keyed))
+    query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(items), relation)
+    try:
+        row = conn.execute(query).fetchone()
+        scan = _Scan(rows=row[0])
+        if not key:
+            return scan
+        columns = table["primary_key"]
+        scan.key_nulls = dict(zip(columns, row[1 : 1 + len(key)], strict=True))
+        keyed_rows, distinct = row[-2], row[-1]
+        if distinct < keyed_rows:
+            duplicated = sql.SQL(
+                "SELECT coalesce(sum(n), 0), (array_agg(k ORDER BY k))[1:3] FROM ("
+                "SELECT {value}::text AS k, count(*) AS n FROM {relation} WHERE {keyed} "
+                "GROUP BY {key} HAVING count(*) > 1) AS d"
+            ).format(value=value, relation=relation, keyed=keyed, key=sql.SQL(", ").join(key))
+            count, examples = conn.execute(duplicated).fetchone()
+            scan.duplicated_rows, scan.duplicated_examples = int(count), list(examples or [])
+        return scan
+    except psycopg.Error as exc:
+        return _Scan(error=f"query failed: {exc}")
+
+
+class _TableFacts(BaseModel):
+    """One row of the facts table GX judges, and the drill checks it stands for."""
+
+    table: str
+    restored: bool
+    row_count: int | None = None
+    expected_row_count: int | None = None
+    columns: list[str] = []
+    expected_columns: list[str]
+    primary_key: list[str] = []
+    scan: _Scan | None = None
+
+    @classmethod
+    def of(
+        cls,
+        table: dict[str, Any],
+        restored: dict[str, Any],
+        scans: dict[str, _Scan],
+        row_counts: dict[str, int],
+    ) -> _TableFacts:
+        name = _name(table)
+        found = next(
+            (
+                t
+                for t in restored["tables"]
+                if (t["schema"], t["name"]) == (table["schema"], table["name"])
+            ),
+            None,
+        )
+        scan = scans.get(name)
+        return cls(
+            table=name,
+            restored=found is not None,
+            row_count=scan.rows if scan else None,
+            expected_row_count=row_counts.get(name),
+            columns=[c[0] for c in found["columns"]] if found else [],
+            expected_columns=[c[0] for c in table["columns"]],
+            primary_key=list(table.get("primary_key") or []),
+            scan=scan,
+        )
+
+    @property
+    def duplicated_key_rows(self) -> int | None:
+        if not self.primary_key or self.scan is None or self.scan.error:
+            return None
+        return self.scan.duplicated_rows
+
+    @property
+    def null_key_rows(self) -> int | None:
+        if not self.primary_key or self.scan is None or self.scan.error:
+            return None
+        return sum(self.scan.key_nulls.values())
+
+    def row(self) -> dict[str, Any]:
+        """The facts-table row: lists as text, unknown figures as None (GX skips those)."""
+        return {
+            "table": self.table,
+            "restored": self.restored,
+            "row_count": self.row_count,
+            "expected_row_count": self.expected_row_count if self.row_count is not None else None,
+            "columns": ", ".join(self.columns) if self.restored else None,
+            "expected_columns": ", ".join(self.expected_columns),
+            "duplicated_key_rows": self.duplicated_key_rows,
+            "null_key_rows": self.null_key_rows,
+        }
+
+    def checks(self) -> list[DrillCheck]:
+        name = self.table
+        if not self.restored:
+            return [
+                DrillCheck(
+                    name=f"rows {name}", ok=False, detail="table missing from the restored database"
+                )
+            ]
+        checks = []
+        scan = self.scan
+        if scan is not None and scan.error:
+            checks.append(DrillCheck(name=f"rows {name}", ok=False, detail=scan.error))
+        elif self.expected_row_count is not None and scan is not None:
+            want, got = self.expected_row_count, scan.rows
+            detail = f"{got} rows, expected {want} (manifest)"
+            if got != want:
+                detail += f": {abs(want - got)} {'missing' if got < want else 'extra'}"
+            checks.append(DrillCheck(name=f"rows {name}", ok=got == want, detail=detail))
+        checks.append(
+            DrillCheck(
+                name=f"columns {name}",
+                ok=self.columns == self.expected_columns,
+                detail=_columns_detail(self.expected_columns, self.columns),
+            )
+        )
+        if self.primary_key and scan is not None and not scan.error:
+            key = self.primary_key
+            label = key[0] if len(key) == 1 else f"({', '.join(key)})"
+            sample = (
+                f" (e.g. {', '.join(scan.duplicated_examples)})" if scan.duplicated_examples else ""
+            )
+            parts = [f"{label}: {scan.duplicated_rows} rows with a duplicated value{sample}"]
+            parts += [f"{column}: {scan.key_nulls.get(column, 0)} nulls" for column in key]
+            ok = scan.duplicated_rows == 0 and not any(scan.key_nulls.values())
+            checks.append(DrillCheck(name=f"primary key {name}", ok=ok, detail="; ".join(parts)))
+        elif self.primary_key and scan is not None:
+            checks.append(DrillCheck(name=f"primary key {name}", ok=False, detail=scan.error or ""))
+        return checks
+
+
+def _columns_detail(want: list[str], got: list[str]) -> str:
+    if want == got:
+        return f"{len(got)} columns in the manifest's order"
+    missing = [c for c in want if c not in got]
+    unexpected = [c for c in got if c not in want]
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected)}")
+    if not parts:
+        parts.append("order differs")
+    return f"{'; '.join(parts)}: found [{', '.join(got)}], expected [{', '.join(want)}]"
+
+
+# --- SQL checks: sequences, foreign keys (in the pool), schema sets and fingerprint ---------
 
 _SEQUENCE_STATE = """
     SELECT c.oid, ps.last_value, ps.start_value, ps.increment_by
@@ -157,16 +448,14 @@ _DEFAULT_USERS = """
 """
 
 
-def _sql_checks(
-    conn: psycopg.Connection,
+def _schema_checks(
     expected: _Expected,
     restored: dict[str, Any],
     schema_name: str | None,
     source: dict[str, Any],
 ) -> list[DrillCheck]:
-    checks = [_sequence_check(conn, seq) for seq in expected.sequences]
-    restored_fks = {(f["schema"], f["table"], f["name"]) for f in restored["foreign_keys"]}
-    checks += [_foreign_key_check(conn, fk, expected, restored_fks) for fk in expected.foreign_keys]
+    """Sets of tables, indexes and extensions, and the fingerprint: catalog facts only."""
+    checks: list[DrillCheck] = []
 
     def keep(item_schema: str) -> bool:
         return schema_name is None or item_schema == schema_name
@@ -359,116 +648,49 @@ def _fingerprint_check(source: dict[str, Any], restored: dict[str, Any]) -> Dril
 
 # --- Great Expectations --------------------------------------------------------------------
 
-
-def gx_connection(dsn: str) -> tuple[str, dict[str, Any]]:
-    """A libpq DSN -> (SQLAlchemy URL without password, connect_args: password and options).
-
-    TCP with one host: postgresql+psycopg://user@host:port/db. Socket directories and
-    multi-host lists go in the query (?host=/tmp/x&port=5432), where SQLAlchemy's psycopg
-    dialect hands them to libpq unchanged. The password stays out of the URL so GX never
-    holds it in anything it may print or serialize.
-    """
-    params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
-    password = params.pop("password", None)
-    user = params.pop("user", None)
-    dbname = params.pop("dbname", None)
-    host = params.pop("host", None)
-    port = params.pop("port", None)
-    options = params.pop("options", None)
-    tcp = bool(host) and not host.startswith("/") and "," not in host
-    if tcp and port and not port.isdigit():
-        tcp = False
-    query = dict(params)
-    if not tcp:
-        query.update({k: v for k, v in (("host", host), ("port", port)) if v})
-    url = URL.create(
-        "postgresql+psycopg",
-        username=user or None,
-        host=host if tcp else None,
-        port=int(port) if tcp and port else None,
-        database=dbname or None,
-        query=query,
-    )
-    connect_args = {"password": password} if password else {}
-    if options:
-        connect_args["options"] = options  # extended per schema with search_path
-    return url.render_as_string(hide_password=False), connect_args
+# The facts-table columns GX judges, with the drill check each expectation stands for.
+_EXPECTATIONS = (
+    ("restored", "rows", "table missing from the restored database"),
+    ("row_count", "rows", "row count differs from the manifest"),
+    ("columns", "columns", "ordered columns differ from the manifest"),
+    ("duplicated_key_rows", "primary key", "rows share a primary key"),
+    ("null_key_rows", "primary key", "rows with a NULL primary-key column"),
+)
 
 
-def _gx_checks(
-    dsn: str, expected: _Expected, present: set[str], data_docs_dir: Path | None
-) -> tuple[list[DrillCheck], dict | None, str | None]:
-    tables = [t for t in expected.tables if not t.get("partitioned")]
-    checks: list[DrillCheck] = []
-    to_validate = []
-    for table in tables:
-        name = f"{table['schema']}.{table['name']}"
-        if name in present:
-            to_validate.append(table)
-        else:
-            checks.append(
-                DrillCheck(
-                    name=f"rows {name}", ok=False, detail="table missing from the restored database"
-                )
-            )
-    if not to_validate:
-        return checks, None, None
+_gx_import: threading.Thread | None = None
+_gx_import_lock = threading.Lock()
 
+
+def warm_up() -> None:
+    """Start importing Great Expectations in a background thread (seconds of CPU), so that a
+    drill pays for it while pg_restore runs rather than after. Once per process."""
+    global _gx_import
+    with _gx_import_lock:
+        if _gx_import is None and "great_expectations" not in sys.modules:
+            _gx_import = threading.Thread(target=_import_gx, name="gx-import", daemon=True)
+            _gx_import.start()
+
+
+def _import_gx() -> None:
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
     try:
-        session = _GxSession(dsn, data_docs_dir)
-    except Exception as exc:  # GX's own failure must not hide the SQL findings
-        checks.append(DrillCheck(name="gx", ok=False, detail=f"GX could not start: {exc}"))
-        return checks, None, None
-
-    validations = []
-    data_docs = None
-    try:
-        for table in to_validate:
-            name = f"{table['schema']}.{table['name']}"
-            try:
-                result = session.validate_table(table, expected.row_counts.get(name))
-            except Exception as exc:  # one table's GX failure must not end the drill
-                checks.append(
-                    DrillCheck(
-                        name=f"rows {name}",
-                        ok=False,
-                        detail=f"GX could not validate the table: {exc}",
-                    )
-                )
-                continue
-            validations.append(result)
-            checks += _checks_from_gx(name, result)
-        if data_docs_dir is not None and validations:
-            try:
-                data_docs = session.build_data_docs()
-            except Exception as exc:
-                checks.append(
-                    DrillCheck(name="data docs", ok=False, detail=f"could not build: {exc}")
-                )
-    finally:
-        session.dispose()
-
-    statistics = {"evaluated_expectations": 0, "successful_expectations": 0}
-    for v in validations:
-        for key in statistics:
-            statistics[key] += v["statistics"][key]
-    gx_result = {
-        "success": all(v["success"] for v in validations),
-        "statistics": statistics,
-        "validations": validations,
-    }
-    return checks, gx_result, data_docs
+        import great_expectations  # noqa: F401, PLC0415 - the point is to import it early
+    except Exception:  # _GxSession imports it again and reports the failure
+        pass
 
 
 class _GxSession:
-    """One ephemeral GX context; one SQL datasource per schema, whose connections put that
-    schema first on search_path, so tables are named without GX's schema handling (it
-    lower-cases schema names and deprecates `schema_name` on table assets)."""
+    """One ephemeral GX context per drill and one validation: an expectation suite over the
+    facts table (one row per table of the manifest), its result and, where configured, Data
+    Docs. GX reads no table itself: the scans measured, GX judges and documents."""
 
-    def __init__(self, dsn: str, data_docs_dir: Path | None):
+    def __init__(self, data_docs_dir: Path | None):
         # Set before the import: GX reads it when the context is created (offline hosts would
-        # log upload errors); the import itself costs about 3 s, so only drills pay for it.
+        # log upload errors); the import itself costs seconds, so only validations pay it.
         os.environ["GX_ANALYTICS_ENABLED"] = "false"
+        if _gx_import is not None:
+            _gx_import.join()  # a warm-up under way: let it finish the import
         import great_expectations as gx  # noqa: PLC0415
         import great_expectations.expectations as gxe  # noqa: PLC0415
         from great_expectations.data_context.types.base import (  # noqa: PLC0415
@@ -495,142 +717,144 @@ class _GxSession:
                     },
                 },
             )
-        self.url, self.connect_args = gx_connection(dsn)
-        self.datasources: dict[str, Any] = {}
 
-    def datasource(self, schema: str) -> Any:
-        if schema not in self.datasources:
-            connect_args = dict(self.connect_args)
-            setting = f"search_path={_quote_ident(schema)},pg_catalog"
-            # libpq splits `options` on spaces unless they are backslash-escaped.
-            setting = setting.replace("\\", "\\\\").replace(" ", "\\ ")
-            options = [connect_args.get("options"), f"-c {setting}"]
-            connect_args["options"] = " ".join(o for o in options if o)
-            with warnings.catch_warnings():
-                # "a more specific PostgresDatasource may be more appropriate": that one
-                # rejects socket-only URLs.
-                warnings.simplefilter("ignore", UserWarning)
-                self.datasources[schema] = self.context.data_sources.add_sql(
-                    f"restored {schema}",
-                    connection_string=self.url,
-                    kwargs={"connect_args": connect_args},
+    @classmethod
+    def start(cls, data_docs_dir: Path | None) -> _GxSession | _GxUnavailable:
+        try:
+            return cls(data_docs_dir)
+        except Exception as exc:  # GX's own failure must not hide the SQL findings
+            return _GxUnavailable(f"GX could not start: {exc}")
+
+    def judge(
+        self, facts: list[_TableFacts], table_checks: list[DrillCheck]
+    ) -> tuple[list[DrillCheck], dict | None, str | None]:
+        """Validate the facts table; a failed "gx" check when GX fails or disagrees with the
+        table checks, a failed "data docs" check when they cannot be built."""
+        if not facts:
+            return [], None, None
+        try:
+            result = self._validate(facts)
+        except Exception as exc:
+            return (
+                [DrillCheck(name="gx", ok=False, detail=f"GX could not validate: {exc}")],
+                None,
+                None,
+            )
+        checks = []
+        if result["success"] != all(c.ok for c in table_checks):
+            checks.append(
+                DrillCheck(
+                    name="gx",
+                    ok=False,
+                    detail=f"GX's verdict (success={result['success']}) differs from the table "
+                    "checks; see the GX result",
                 )
-        return self.datasources[schema]
+            )
+        data_docs = None
+        if self.data_docs_dir is not None:
+            try:
+                data_docs = self._build_data_docs()
+            except Exception as exc:
+                checks.append(
+                    DrillCheck(name="data docs", ok=False, detail=f"could not build: {exc}")
+                )
+        return (
+            checks,
+            {
+                "success": result["success"],
+                "statistics": {
+                    key: result["statistics"][key]
+                    for key in ("evaluated_expectations", "successful_expectations")
+                },
+                "validations": [result],
+            },
+            data_docs,
+        )
 
-    def validate_table(self, table: dict[str, Any], row_count: int | None) -> dict[str, Any]:
+    def _validate(self, facts: list[_TableFacts]) -> dict[str, Any]:
+        import pandas as pd  # noqa: PLC0415 - GX's own dependency, loaded with it
+
         gx, gxe = self.gx, self.gxe
-        name = f"{table['schema']}.{table['name']}"
-        # Quoted, so GX neither lower-cases the name nor leaves "Order Items" unquoted.
-        asset = self.datasource(table["schema"]).add_table_asset(
-            name=name, table_name=_quote_ident(table["name"])
-        )
-        batch = asset.add_batch_definition_whole_table("whole table")
-        suite = self.context.suites.add(gx.ExpectationSuite(name=f"restore {name}"))
-        if row_count is not None:
-            suite.add_expectation(gxe.ExpectTableRowCountToEqual(value=row_count))
+        asset = self.context.data_sources.add_pandas("restore").add_dataframe_asset(GX_ASSET)
+        batch = asset.add_batch_definition_whole_dataframe("one row per table")
+        suite = self.context.suites.add(gx.ExpectationSuite(name="restore"))
+        either = "either_value_is_missing"
         suite.add_expectation(
-            gxe.ExpectTableColumnsToMatchOrderedList(column_list=[c[0] for c in table["columns"]])
+            gxe.ExpectColumnValuesToBeInSet(
+                column="restored",
+                value_set=[True],
+                description="Every table of the manifest is in the restored database",
+            )
         )
-        pk = table.get("primary_key") or []
-        if len(pk) == 1:
-            suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column=pk[0]))
-        elif pk:
-            suite.add_expectation(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(pk)))
-        for column in pk:
-            suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column))
+        suite.add_expectation(
+            gxe.ExpectColumnPairValuesToBeEqual(
+                column_A="row_count",
+                column_B="expected_row_count",
+                ignore_row_if=either,
+                description="Each table has the rows the manifest counted inside the dump's "
+                "snapshot",
+            )
+        )
+        suite.add_expectation(
+            gxe.ExpectColumnPairValuesToBeEqual(
+                column_A="columns",
+                column_B="expected_columns",
+                ignore_row_if=either,
+                description="Each table has the manifest's columns, in its order",
+            )
+        )
+        suite.add_expectation(
+            gxe.ExpectColumnValuesToBeInSet(
+                column="duplicated_key_rows",
+                value_set=[0],
+                description="No two rows share a primary key",
+            )
+        )
+        suite.add_expectation(
+            gxe.ExpectColumnValuesToBeInSet(
+                column="null_key_rows",
+                value_set=[0],
+                description="No primary-key column is NULL",
+            )
+        )
         definition = self.context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"restore {name}", data=batch, suite=suite)
+            gx.ValidationDefinition(name="restore", data=batch, suite=suite)
         )
-        return definition.run().to_json_dict()
+        frame = pd.DataFrame([f.row() for f in facts], dtype=object)
+        result = definition.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["table"]},
+        )
+        # numpy scalars and the like as plain JSON, as the catalog stores it
+        return json.loads(json.dumps(result.to_json_dict(), default=str))
 
-    def build_data_docs(self) -> str | None:
+    def _build_data_docs(self) -> str | None:
         urls = self.context.build_data_docs(site_names=[DATA_DOCS_SITE])
         index = self.data_docs_dir / "index.html" if self.data_docs_dir else None
         return str(index) if urls and index and index.is_file() else None
 
-    def dispose(self) -> None:
-        # Pooled connections would keep the scratch database busy (DROP DATABASE waits).
-        for datasource in self.datasources.values():
-            try:
-                datasource.get_engine().dispose()
-            except Exception:
-                pass
 
+class _GxUnavailable:
+    """Stands in for a GX session that could not start: the drill fails with the reason."""
 
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    def __init__(self, reason: str):
+        self.reason = reason
 
-
-def _checks_from_gx(name: str, result: dict[str, Any]) -> list[DrillCheck]:
-    rows: DrillCheck | None = None
-    columns: DrillCheck | None = None
-    key_parts: list[str] = []
-    key_ok = True
-    for item in result["results"]:
-        kind = item["expectation_config"]["type"]
-        kwargs = item["expectation_config"]["kwargs"]
-        found = item.get("result") or {}
-        error = (item.get("exception_info") or {}).get("exception_message")
-        ok = bool(item["success"])
-        if kind == "expect_table_row_count_to_equal":
-            want, got = kwargs["value"], found.get("observed_value")
-            detail = f"GX error: {error}" if error else f"{got} rows, expected {want} (manifest)"
-            if not ok and isinstance(got, int):
-                detail += f": {abs(want - got)} {'missing' if got < want else 'extra'}"
-            rows = DrillCheck(name=f"rows {name}", ok=ok, detail=detail)
-        elif kind == "expect_table_columns_to_match_ordered_list":
-            columns = DrillCheck(
-                name=f"columns {name}",
-                ok=ok,
-                detail=f"GX error: {error}"
-                if error
-                else _columns_detail(kwargs["column_list"], found.get("observed_value") or []),
-            )
-        elif kind in ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"):
-            key_ok &= ok
-            label = kwargs.get("column") or f"({', '.join(kwargs.get('column_list', []))})"
-            if error:
-                key_parts.append(f"{label} uniqueness: GX error: {error}")
-            else:
-                count = found.get("unexpected_count", 0)
-                examples = list(dict.fromkeys(map(str, found.get("partial_unexpected_list") or [])))
-                sample = f" (e.g. {', '.join(examples[:3])})" if examples else ""
-                key_parts.append(f"{label}: {count} rows with a duplicated value{sample}")
-        elif kind == "expect_column_values_to_not_be_null":
-            key_ok &= ok
-            if error:
-                key_parts.append(f"{kwargs['column']} not null: GX error: {error}")
-            else:
-                key_parts.append(f"{kwargs['column']}: {found.get('unexpected_count', 0)} nulls")
-    checks = [c for c in (rows, columns) if c is not None]
-    if key_parts:
-        checks.append(
-            DrillCheck(name=f"primary key {name}", ok=key_ok, detail="; ".join(key_parts))
-        )
-    return checks
-
-
-def _columns_detail(want: list[str], got: list[str]) -> str:
-    if want == got:
-        return f"{len(got)} columns in the manifest's order"
-    missing = [c for c in want if c not in got]
-    unexpected = [c for c in got if c not in want]
-    parts = []
-    if missing:
-        parts.append(f"missing {', '.join(missing)}")
-    if unexpected:
-        parts.append(f"unexpected {', '.join(unexpected)}")
-    if not parts:
-        parts.append("order differs")
-    return f"{'; '.join(parts)}: found [{', '.join(got)}], expected [{', '.join(want)}]"
+    def judge(
+        self, facts: list[_TableFacts], table_checks: list[DrillCheck]
+    ) -> tuple[list[DrillCheck], dict | None, str | None]:
+        if not facts:
+            return [], None, None
+        return [DrillCheck(name="gx", ok=False, detail=self.reason)], None, None
 
 
 # --- pg_amcheck ----------------------------------------------------------------------------
 
 
-def _amcheck(dsn: str, binary: str, timeout: float, drop_after: bool) -> DrillCheck:
-    """pg_amcheck's default checks (every heap, every btree); --install-missing creates the
-    amcheck extension it needs, which we drop again so the scratch copy stays faithful."""
+def _amcheck(dsn: str, binary: str, timeout: float, jobs: int, drop_after: bool) -> DrillCheck:
+    """pg_amcheck's default checks (every heap, every btree) over `jobs` connections;
+    --install-missing creates the amcheck extension it needs, which we drop again so the
+    scratch copy stays faithful."""
     version = binary_version(binary)
     if version is None:
         return DrillCheck(name="amcheck", ok=False, detail=f"{binary} is not a usable pg_amcheck")
@@ -647,7 +871,7 @@ def _amcheck(dsn: str, binary: str, timeout: float, drop_after: bool) -> DrillCh
             )
         try:
             done = subprocess.run(
-                [binary, "--install-missing", "--no-password", conninfo],
+                [binary, "--install-missing", f"--jobs={max(1, jobs)}", "--no-password", conninfo],
                 env=env,
                 capture_output=True,
                 text=True,
