@@ -445,7 +445,9 @@ def find_orphans(catalog: Catalog, storage: Storage) -> list[Orphan]:
     groups: dict[tuple[str, str], list[ObjectInfo]] = defaultdict(list)
     for info in storage.list():
         parts = info.key.split("/")
-        if len(parts) == 3:
+        # `_`-folders (log archives, diagnostics bundles) are never backups: no target name
+        # starts with `_`, and whatever their depth they are not ours to import or collect.
+        if len(parts) == 3 and not parts[0].startswith("_"):
             groups[(parts[0], parts[1])].append(info)
     known = {r.id: r for r in catalog.list_backups(include_deleted=True)}
     orphans = []

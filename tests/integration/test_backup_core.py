@@ -298,6 +298,17 @@ def test_pg_dump_killed_half_way_leaves_no_backup_and_no_objects(pg15, make_data
     assert leftovers == []
 
 
+def test_underscore_folders_are_never_taken_for_orphaned_backups(write_config):
+    """Log archives and diagnostics bundles share the storage; a three-level key under a
+    `_`-folder looks like <target>/<id>/<object> but is no backup to import or collect."""
+    runtime = open_runtime(write_config({}))
+    runtime.storage.put_bytes("_logs/host/app.log.1.zst", b"archived log")
+    runtime.storage.put_bytes("_custom/x/manifest.json", b"{}")
+    runtime.storage.put_bytes("app/20260101T000000Z-abc/db.pgdump.zst", b"half a dump")
+    orphans = find_orphans(runtime.catalog, runtime.storage)
+    assert [(o.target, o.backup_id) for o in orphans] == [("app", "20260101T000000Z-abc")]
+
+
 class GatedStorage(LocalStorage):
     """Local storage that holds a put after its first chunk until the test opens the gate."""
 
