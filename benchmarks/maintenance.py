@@ -283,6 +283,18 @@ def _percentiles(timed: list[tuple[str, float, float]]) -> dict[str, float]:
     }
 
 
+def _apply_all(procedure: Any, session: Any, actions: list[Any]) -> list[tuple[Any, dict]]:
+    """Apply each action; one that fails (no lock after its retries, on a busy machine) is a
+    result, as in a window, not the end of the benchmark."""
+    results = []
+    for action in actions:
+        try:
+            results.append((action, procedure.apply(session, action)))
+        except Exception as exc:  # noqa: BLE001 - recorded, as the window records it
+            results.append((action, {"failed": f"{type(exc).__name__}: {exc}"}))
+    return results
+
+
 def _window(dsn: str, sampler: LockWaitSampler) -> dict[str, Any]:
     """Plan every procedure, then apply each plan, in the registry's order."""
     from runbook.catalog.maintenance import MaintenanceLedger
@@ -313,9 +325,7 @@ def _window(dsn: str, sampler: LockWaitSampler) -> dict[str, Any]:
             phases.append((f"plan {procedure.name}", wall, time.time()))
         for procedure in procedures:
             at, wall = time.perf_counter(), time.time()
-            applied[procedure.name] = [
-                (action, procedure.apply(session, action)) for action in plans[procedure.name]
-            ]
+            applied[procedure.name] = _apply_all(procedure, session, plans[procedure.name])
             timings[f"apply {procedure.name}"] = time.perf_counter() - at
             phases.append((f"apply {procedure.name}", wall, time.time()))
     sampler.maintenance_pid = 0
@@ -393,6 +403,8 @@ def _retries(run: dict[str, Any]) -> Counter:
 
 
 def _outcome(after: dict[str, Any]) -> str:
+    if "failed" in after:
+        return f" [failed: {after['failed']}]"
     if after.get("analyzed") is False:
         return " [not repeated: its VACUUM (ANALYZE) had refreshed the statistics]"
     attempts = after.get("attempts", 1)
@@ -407,10 +419,14 @@ def _section(runs: list[dict[str, Any]]) -> str:
     worst = max(run["during"]["max"] for run in runs)
     ratio = statistics.median(ratios)
     reclaimed = sum(
-        a.before["index_bytes"] - f["index_bytes"] for a, f in applied.get("reindex", [])
+        a.before["index_bytes"] - f["index_bytes"]
+        for a, f in applied.get("reindex", [])
+        if "failed" not in f
     )
     dead_removed = sum(
-        a.before["dead_tuples"] - f["dead_tuples"] for a, f in applied.get("vacuum", [])
+        a.before["dead_tuples"] - f["dead_tuples"]
+        for a, f in applied.get("vacuum", [])
+        if "failed" not in f
     )
     before, after = last["before"], last["after"]
     lines = [

@@ -8,6 +8,7 @@ from typing import Any
 from prefect.utilities.callables import parameter_schema as prefect_schema
 
 from runbook.config import DEFAULT_SCHEDULE, PROCEDURES, PostgresTarget, RedisTarget
+from tasks.diagnose.plan import CONTEXT, plan_sections
 
 
 def parameter_choices(flow_name: str, config: Any) -> dict[str, list[str]]:
@@ -26,6 +27,8 @@ def parameter_choices(flow_name: str, config: Any) -> dict[str, list[str]]:
     if flow_name == "restore":
         restorable = [t.name for t in config.backup_targets() if not isinstance(t, RedisTarget)]
         return {"target": [""] + restorable}
+    if flow_name == "diagnose":
+        return {"targets": [p.target for p in plan_sections(config) if p.name not in CONTEXT]}
     if flow_name in ("verify-backups", "retention"):
         return {"targets": backup_targets}
     if flow_name == "maintenance":

@@ -5,11 +5,14 @@
    unknown or critical; the run goes on).
 3. Record the results in the catalog with each check's failing streak.
 4. Publish a markdown and a table artifact (keyed: the Artifacts page shows the latest).
-5. Notify: the Slack-compatible webhook for checks that started failing (after N runs in a
-   row), got worse or recovered; Pushgateway metrics when configured. Targets under a running
-   maintenance window (the ledger says so) do not notify a failure: the run's events and log
-   say which and why.
-6. Log one line with the status, severity and failing checks; return a HealthReport. The run
+5. Notify through the routes (and the single webhook, the implicit route "webhook") the
+   checks that started failing (after N runs in a row), got worse or recovered, those still
+   failing past a route's repeat interval, and escalations; Pushgateway metrics when
+   configured. Targets under a running maintenance window (the ledger says so) do not notify
+   a failure: the run's events and log say which and why.
+6. When the run turns critical and `diagnostics.on_critical` is set: a diagnostics bundle
+   (the diagnose flow), once per critical episode.
+7. Log one line with the status, severity and failing checks; return a HealthReport. The run
    ends Failed when any check is critical.
 """
 
@@ -27,14 +30,23 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
+from flows.diagnose import diagnose
 from runbook.catalog import Catalog, HealthHistory, MaintenanceLog, utcnow
 from runbook.errors import RunFailed
 from runbook.health import RANK, CheckResult, Status, severity, worst
 from runbook.runtime import open_runtime
-from tasks.health.notify import MUTED, metrics_text, webhook_message
+from tasks.health.notify import MUTED, metrics_text
 from tasks.health.registry import CheckKind, check_plan, select_kinds
 from tasks.health.report import health_report_markdown, health_table_rows
-from tasks.health.tasks import notify_webhook, push_health_metrics, record_results, run_check
+from tasks.health.tasks import (
+    diagnosis_due,
+    notify_route,
+    plan_notifications,
+    push_health_metrics,
+    record_notifications,
+    record_results,
+    run_check,
+)
 
 
 class HealthReport(BaseModel):
@@ -45,6 +57,7 @@ class HealthReport(BaseModel):
     # what was notified: "failing: http.status on api", ...; and what a maintenance window kept
     # quiet: "muted: postgres.connections on app (critical): under maintenance (...)"
     events: list[str]
+    diagnostics: str | None = None  # the bundle this run started (diagnostics.on_critical)
 
     @property
     def critical(self) -> list[CheckResult]:
@@ -99,16 +112,28 @@ def daily_health(only: list[CheckKind] = []) -> HealthReport:  # noqa: B006 - Pr
     )
 
     notifications = runtime.config.notifications
-    if notifications.webhook is not None:
-        payload = webhook_message(tracked, level, notifications.webhook.min_status)
-        if payload is not None:
-            notify_webhook(config_path, payload, return_state=True)
+    deliveries = plan_notifications(config_path, tracked, now, quiet)
+    delivered = [
+        d
+        for d in deliveries
+        if not notify_route(config_path, d, level, return_state=True).is_failed()
+    ]
+    record_notifications(config_path, tracked, delivered, now)
     if notifications.pushgateway is not None:
         push_health_metrics(
             config_path,
             metrics_text(results, utcnow().timestamp()),
             socket.gethostname(),
             return_state=True,
+        )
+    if runtime.config.diagnostics.on_critical and diagnosis_due(
+        config_path, run_id, status == Status.CRITICAL
+    ):
+        bundle = diagnose(incident=f"health-{run_id}", return_state=True)
+        if bundle.is_completed():
+            report.diagnostics = bundle.result().id
+        get_run_logger().warning(
+            "critical: diagnostics %s", report.diagnostics or f"failed ({bundle.message})"
         )
     history.finish(run_id, status, level)
     level_of_line = logging.WARNING if failing else logging.INFO

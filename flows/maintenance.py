@@ -1,4 +1,5 @@
-"""The maintenance window flow: PostgreSQL upkeep that is planned, bounded and proven.
+"""The maintenance window flow: upkeep of PostgreSQL, Redis and the host (its rotated logs,
+the team's scripts) that is planned, bounded and proven.
 
 1. Choose the window, targets and procedures, and refuse an operator's mistake (an unknown
    window, target or procedure) before anything is recorded.
@@ -53,9 +54,12 @@ def maintenance(
     Args:
         window: The maintenance window (runbook.yaml's maintenance.windows: weekly, monthly):
             its duration is the budget no action may overrun, and its procedures run.
-        targets: PostgreSQL targets to maintain (names from runbook.yaml). Empty: every one.
+        targets: PostgreSQL and Redis targets to maintain (names from runbook.yaml). Empty:
+            every target of the kinds the procedures apply to. The host's procedures
+            (log_archive, command) run whatever the targets.
         procedures: Only these procedures (vacuum, reindex, idle_connections, analyze_stale,
-            query_baseline). Empty: the window's. Invalid indexes are always cleaned first.
+            query_baseline, redis_cleanup, log_archive, command, config_drift,
+            security_audit). Empty: the window's. Invalid indexes are always cleaned first.
         dry_run: Only plan and publish the plan (every action recorded as dry-run); change
             nothing, take no backup, do not enter maintenance mode.
     """

@@ -499,12 +499,24 @@ class Catalog:
         found = self.list_backups(target=target, statuses=statuses, limit=1)
         return found[0] if found else None
 
+    def verifications_between(self, start: datetime, end: datetime) -> list[VerificationRecord]:
+        """Every verification that finished in [start, end), oldest first (the daily report)."""
+        query = (
+            select(VerificationRow)
+            .where(VerificationRow.finished_at >= start, VerificationRow.finished_at < end)
+            .order_by(VerificationRow.finished_at, VerificationRow.id)
+        )
+        return self._verifications(query)
+
     def verifications(self, backup_id: str) -> list[VerificationRecord]:
         query = (
             select(VerificationRow)
             .where(VerificationRow.backup_id == backup_id)
             .order_by(VerificationRow.id)
         )
+        return self._verifications(query)
+
+    def _verifications(self, query: Any) -> list[VerificationRecord]:
         with self.session() as session:
             return [
                 VerificationRecord(

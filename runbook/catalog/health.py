@@ -237,6 +237,47 @@ class HealthHistory:
                     break
         return found
 
+    def latest_run(self) -> HealthRun | None:
+        """The newest finished health run, None when none has finished."""
+        with self.catalog.session() as session:
+            row = session.scalars(
+                select(HealthRunRow)
+                .where(HealthRunRow.status != HealthRunStatus.RUNNING)
+                .order_by(HealthRunRow.started_at.desc())
+                .limit(1)
+            ).first()
+            return _run(row) if row is not None else None
+
+    def runs_between(self, start: datetime, end: datetime) -> list[HealthRun]:
+        """The runs started in [start, end), oldest first."""
+        with self.catalog.session() as session:
+            rows = session.scalars(
+                select(HealthRunRow)
+                .where(HealthRunRow.started_at >= start, HealthRunRow.started_at < end)
+                .order_by(HealthRunRow.started_at)
+            )
+            return [_run(row) for row in rows]
+
+    def results_between(self, start: datetime, end: datetime) -> list[StoredCheck]:
+        """Every stored check result in [start, end), oldest first."""
+        with self.catalog.session() as session:
+            rows = session.scalars(
+                select(CheckResultRow)
+                .where(CheckResultRow.at >= start, CheckResultRow.at < end)
+                .order_by(CheckResultRow.at, CheckResultRow.id)
+            )
+            return [_stored(row) for row in rows]
+
+    def run_results(self, run_id: str) -> list[StoredCheck]:
+        """The checks of one run, in the order they were recorded."""
+        with self.catalog.session() as session:
+            rows = session.scalars(
+                select(CheckResultRow)
+                .where(CheckResultRow.run_id == run_id)
+                .order_by(CheckResultRow.id)
+            )
+            return [_stored(row) for row in rows]
+
     def history(self, check: str, target: str, limit: int = 50) -> list[StoredCheck]:
         """One check of one target, newest first."""
         with self.catalog.session() as session:

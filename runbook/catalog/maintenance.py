@@ -313,6 +313,40 @@ class MaintenanceLedger:
             return [_action(row) for row in session.scalars(query)]
 
 
+    def latest(
+        self,
+        target: str,
+        procedure: str,
+        outcomes: Iterable[Outcome] = (Outcome.DONE, Outcome.DRY_RUN, Outcome.SKIPPED),
+    ) -> list[MaintenanceAction]:
+        """The actions of this procedure on this target in the newest run that recorded any
+        with one of these outcomes, in plan order: the previous security audit's findings,
+        the Redis counters the last cleanup measured. [] when there is none."""
+        if self.catalog is None:
+            return []
+        wanted = [o.value for o in outcomes]
+        mine = (
+            MaintenanceActionRow.target == target,
+            MaintenanceActionRow.procedure == procedure,
+            MaintenanceActionRow.outcome.in_(wanted),
+        )
+        with self.catalog.session() as session:
+            newest = session.scalars(
+                select(MaintenanceActionRow.run_id)
+                .where(*mine)
+                .order_by(MaintenanceActionRow.id.desc())
+                .limit(1)
+            ).first()
+            if newest is None:
+                return []
+            rows = session.scalars(
+                select(MaintenanceActionRow)
+                .where(*mine, MaintenanceActionRow.run_id == newest)
+                .order_by(MaintenanceActionRow.position)
+            )
+            return [_action(row) for row in rows]
+
+
 class MaintenanceLog(MaintenanceLedger):
     """The catalog's record of maintenance windows: the transitions of one run and its
     actions, and lookups. It is also the ledger procedures read (MaintenanceLedger)."""

@@ -18,9 +18,11 @@ from runbook import __version__
 from runbook.cli import (  # noqa: F401 - each registers its commands
     backups,
     capacity,
+    diagnose,
     drills,
     health,
     maintenance,
+    report,
     restore,
     setup,
 )

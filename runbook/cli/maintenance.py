@@ -30,7 +30,12 @@ WindowOpt = Annotated[
 ]
 TargetsOpt = Annotated[
     list[str] | None,
-    typer.Option("--target", "-t", help="PostgreSQL target (repeatable) [default: every one]"),
+    typer.Option(
+        "--target",
+        "-t",
+        help="PostgreSQL or Redis target (repeatable) [default: every one the procedures "
+        "apply to]",
+    ),
 ]
 ProceduresOpt = Annotated[
     list[str] | None,
@@ -38,7 +43,8 @@ ProceduresOpt = Annotated[
         "--procedure",
         "-p",
         help="Only this procedure (repeatable): vacuum, reindex, idle_connections, "
-        "analyze_stale, query_baseline [default: the window's]",
+        "analyze_stale, query_baseline, redis_cleanup, log_archive, command, config_drift, "
+        "security_audit [default: the window's]",
     ),
 ]
 

@@ -19,6 +19,7 @@ Everything is importable from `runbook.config` itself.
 from runbook.config.backups import DEFAULT_SCHEDULE, BackupSettings, Retention, ScheduleName
 from runbook.config.capacity import CapacityPlan, CapacitySeries, CapacitySettings
 from runbook.config.core import Duration, Model, Name, Threshold, parse_duration, threshold_field
+from runbook.config.diagnostics import DebugEndpoint, DiagnosticsSettings
 from runbook.config.drills import DrillServer, DrillSettings
 from runbook.config.health import HealthSettings, PostgresHealth, RedisHealth
 from runbook.config.health_targets import (
@@ -44,16 +45,31 @@ from runbook.config.maintenance import (
     PROCEDURES,
     AlertmanagerSilence,
     AnalyzeSettings,
+    CommandSettings,
+    CommandStep,
+    ConfigDriftSettings,
     HttpCall,
     IdleConnectionSettings,
+    LogArchiveSettings,
     MaintenanceMode,
     MaintenanceSettings,
     QueryBaselineSettings,
+    RedisCleanupSettings,
     ReindexSettings,
+    SecurityAuditSettings,
     VacuumSettings,
     WindowSettings,
 )
-from runbook.config.notifications import Notifications, PushgatewaySettings, WebhookSettings
+from runbook.config.notifications import (
+    EmailChannel,
+    JsonWebhookChannel,
+    Notifications,
+    PushgatewaySettings,
+    Route,
+    SlackChannel,
+    WebhookSettings,
+)
+from runbook.config.report import DailyReportSettings, ReportSettings
 from runbook.config.restore import RestoreHook, RestoreSettings
 from runbook.config.root import Config
 from runbook.config.storage import LocalStorage, S3Storage, Storage
@@ -73,6 +89,12 @@ __all__ = [
     "RestoreSettings",
     "PROCEDURES",
     "AlertmanagerSilence",
+    "CommandSettings",
+    "CommandStep",
+    "ConfigDriftSettings",
+    "LogArchiveSettings",
+    "RedisCleanupSettings",
+    "SecurityAuditSettings",
     "AnalyzeSettings",
     "HttpCall",
     "IdleConnectionSettings",
@@ -93,7 +115,15 @@ __all__ = [
     "CapacitySeries",
     "CapacitySettings",
     "Config",
+    "DailyReportSettings",
+    "DebugEndpoint",
+    "ReportSettings",
+    "DiagnosticsSettings",
     "DockerTarget",
+    "EmailChannel",
+    "JsonWebhookChannel",
+    "Route",
+    "SlackChannel",
     "DrillServer",
     "DrillSettings",
     "Duration",

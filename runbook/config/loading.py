@@ -277,8 +277,27 @@ def _resolve_paths(config: Config, source: Path) -> Config:
         }
     )
     drills = config.drills.model_copy(update={"data_docs": maybe(config.drills.data_docs)})
+    m = config.maintenance
+    maintenance = m.model_copy(  # log folders and a command's working folder
+        update={
+            "log_archive": m.log_archive.model_copy(
+                update={"paths": [absolute(p) for p in m.log_archive.paths]}
+            ),
+            "command": m.command.model_copy(
+                update={
+                    "steps": [s.model_copy(update={"cwd": maybe(s.cwd)}) for s in m.command.steps]
+                }
+            ),
+        }
+    )
     resolved = config.model_copy(
-        update={"storage": storage, "catalog": catalog, "targets": targets, "drills": drills}
+        update={
+            "storage": storage,
+            "catalog": catalog,
+            "targets": targets,
+            "drills": drills,
+            "maintenance": maintenance,
+        }
     )
     resolved._source = source
     return resolved

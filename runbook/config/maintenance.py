@@ -5,22 +5,44 @@ with the runbooks' values as defaults."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from runbook.config.core import Duration, Model
+from runbook.config.core import Duration, Model, Name
 
-# Every PostgreSQL procedure the windows know (tasks/maintenance/registry.py maps them).
-PROCEDURES = ("vacuum", "reindex", "idle_connections", "analyze_stale", "query_baseline")
-Procedure = Literal["vacuum", "reindex", "idle_connections", "analyze_stale", "query_baseline"]
+# The PostgreSQL procedures: a window's default choice.
+POSTGRES_PROCEDURES = ("vacuum", "reindex", "idle_connections", "analyze_stale", "query_baseline")
+# Every procedure the windows know (tasks/maintenance/registry.py maps them); the others apply
+# to Redis targets, to the host (log folders, the team's commands), or to several kinds.
+PROCEDURES = (
+    *POSTGRES_PROCEDURES,
+    "redis_cleanup",
+    "log_archive",
+    "command",
+    "config_drift",
+    "security_audit",
+)
+Procedure = Literal[
+    "vacuum",
+    "reindex",
+    "idle_connections",
+    "analyze_stale",
+    "query_baseline",
+    "redis_cleanup",
+    "log_archive",
+    "command",
+    "config_drift",
+    "security_audit",
+]
 
 
 class WindowSettings(Model):
     duration: Duration = Field(
         description="the window's budget: no action starts that would overrun it"
     )
-    procedures: list[Procedure] = Field(default_factory=lambda: list(PROCEDURES))
+    procedures: list[Procedure] = Field(default_factory=lambda: list(POSTGRES_PROCEDURES))
     pre_backup: bool = Field(default=True, description="back up the targets before anything")
     stop_on_backup_failure: bool = Field(
         default=True,
@@ -69,6 +91,82 @@ class QueryBaselineSettings(Model):
     regression_ratio: float = Field(default=1.5, gt=1, description="mean time vs last window")
 
 
+class RedisCleanupSettings(Model):
+    """runbook 000's weekly cache cleanup: keys matching `patterns` deleted with SCAN + UNLINK
+    in paced batches (never KEYS); FLUSHDB only when `flush` says so."""
+
+    patterns: list[str] = Field(default_factory=list, description="SCAN MATCH patterns")
+    idle_after: Duration = Field(
+        default=timedelta(0), description="only keys idle longer (OBJECT IDLETIME); 0: any"
+    )
+    batch: int = Field(default=500, ge=1, le=10_000, description="keys per SCAN and UNLINK")
+    pause: Duration = Field(default=timedelta(milliseconds=10), description="between batches")
+    sample: int = Field(default=200, ge=1, le=10_000, description="keys sampled by MEMORY USAGE")
+    flush: bool = Field(default=False, description="FLUSHDB ASYNC the target's database")
+    hit_rate_below: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="only when the hit rate between the last window and this one is lower "
+        "(runbook 000: `if hit_rate < 0.3: clear_cache()`)",
+    )
+    min_lookups: int = Field(default=1000, ge=0, description="fewer lookups: no hit rate")
+
+
+class LogArchiveSettings(Model):
+    """runbook 001/002: rotated logs older than `older_than` archived (zstd) to the backup
+    storage, verified from it, then deleted locally; archives expire after `keep_days`."""
+
+    paths: list[Path] = Field(default_factory=list, description="log folders")
+    rotated: list[str] = Field(
+        default_factory=lambda: ["*.log.[0-9]*", "*.log-2[0-9]*", "*.gz"],
+        description="file name patterns of logs already rotated by their writer",
+    )
+    older_than: Duration = timedelta(days=1)
+    keep_days: int = Field(default=30, ge=1, description="archives older than this expire")
+    prefix: str = Field(
+        default="_logs",  # never a target name: backups live under <target>/
+        pattern=r"^_[A-Za-z0-9_.-]+$",
+        description="storage key prefix of the archives",
+    )
+    level: int = Field(default=9, ge=1, le=19, description="zstd level")
+
+
+class CommandStep(Model):
+    name: Name
+    run: list[str] = Field(min_length=1, description="argument list: program and arguments")
+    timeout: Duration = timedelta(minutes=10)
+    env: dict[str, SecretStr] = Field(default_factory=dict, description="values never shown")
+    cwd: Path | None = None
+    tail_lines: int = Field(default=20, ge=0, le=1000)
+    destructive: bool = Field(default=True, description="skip it when the backup failed")
+
+
+class CommandSettings(Model):
+    """runbook 000's scripts (weekly_maintenance.sh, verify_rollback.sh, ...) as window steps."""
+
+    steps: list[CommandStep] = Field(default_factory=list)
+
+
+SettingValue = str | int | float | bool
+
+
+class ConfigDriftSettings(Model):
+    """Desired server settings per target (000/002 monthly configuration review)."""
+
+    postgres: dict[str, dict[str, SettingValue]] = Field(default_factory=dict)
+    redis: dict[str, dict[str, SettingValue]] = Field(default_factory=dict)
+    secret_files: list[str] = Field(default_factory=lambda: [".env", "*secret*", "*.key"])
+
+
+class SecurityAuditSettings(Model):
+    """Report-only checks (000 weekly security scan, 001/004 monthly audit)."""
+
+    allowed_superusers: list[str] = Field(
+        default_factory=lambda: ["postgres"], description="superusers that are not a finding"
+    )
+
+
 class HttpCall(Model):
     method: Literal["GET", "POST", "PUT", "DELETE", "PATCH"] = "POST"
     url: str
@@ -113,6 +211,11 @@ class MaintenanceSettings(Model):
     analyze_stale: AnalyzeSettings = Field(default_factory=AnalyzeSettings)
     query_baseline: QueryBaselineSettings = Field(default_factory=QueryBaselineSettings)
     mode: MaintenanceMode = Field(default_factory=MaintenanceMode)
+    redis_cleanup: RedisCleanupSettings = Field(default_factory=RedisCleanupSettings)
+    log_archive: LogArchiveSettings = Field(default_factory=LogArchiveSettings)
+    command: CommandSettings = Field(default_factory=CommandSettings)
+    config_drift: ConfigDriftSettings = Field(default_factory=ConfigDriftSettings)
+    security_audit: SecurityAuditSettings = Field(default_factory=SecurityAuditSettings)
 
     @field_validator("windows")
     @classmethod

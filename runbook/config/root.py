@@ -11,10 +11,12 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from runbook.config.backups import DEFAULT_SCHEDULE, BackupSettings, Retention
 from runbook.config.capacity import CapacitySettings
 from runbook.config.core import Model
+from runbook.config.diagnostics import DiagnosticsSettings
 from runbook.config.drills import DrillSettings
 from runbook.config.health import HealthSettings
 from runbook.config.maintenance import MaintenanceSettings
 from runbook.config.notifications import Notifications
+from runbook.config.report import ReportSettings
 from runbook.config.storage import LocalStorage, Storage
 from runbook.config.targets import ALL_KINDS, BACKUP_KINDS, TargetConfig, Targets
 from runbook.errors import NotFoundError
@@ -34,6 +36,8 @@ class Config(Model):
     notifications: Notifications = Field(default_factory=Notifications)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
+    diagnostics: DiagnosticsSettings = Field(default_factory=DiagnosticsSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
     _source: Path | None = PrivateAttr(default=None)  # the file it came from
 
     @field_validator("timezone")
@@ -88,6 +92,17 @@ class Config(Model):
                 raise ValueError(
                     f"capacity.series[{index}].prometheus: unknown Prometheus target "
                     f"{series.prometheus!r} (targets.prometheus: {', '.join(known) or 'none'})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _known_report_routes(self) -> Config:
+        known = [r.name for r in self.notifications.routes_in_effect()]
+        for index, name in enumerate(self.report.daily.routes):
+            if name not in known:
+                raise ValueError(
+                    f"report.daily.routes[{index}]: no notification route named {name!r} "
+                    f"(routes: {', '.join(known) or 'none'})"
                 )
         return self
 

@@ -110,6 +110,22 @@ class Engine:
             out.append(container.attrs)
         return sorted(out, key=container_name)
 
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """GET /containers/{id}/stats?stream=0: one sample, as `docker stats --no-stream`."""
+        return self._call(self._client.api.stats, container_id, stream=False)
+
+    def logs(self, container_id: str, tail: int) -> str:
+        """The last `tail` lines of stdout and stderr, with timestamps (`docker logs --tail`)."""
+        data = self._call(
+            self._client.api.logs,
+            container_id,
+            stdout=True,
+            stderr=True,
+            tail=tail,
+            timestamps=True,
+        )
+        return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+
     def _call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return call(*args, **kwargs)

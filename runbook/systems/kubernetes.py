@@ -155,6 +155,41 @@ class Cluster:
             return self._list(self._autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces)
         return self._list(self._autoscaling.list_namespaced_horizontal_pod_autoscaler, namespace)
 
+    def events(self, namespace: str | None) -> list[dict[str, Any]]:
+        """core/v1 Events (`kubectl get events`)."""
+        if namespace is None:
+            return self._list(self._core.list_event_for_all_namespaces)
+        return self._list(self._core.list_namespaced_event, namespace)
+
+    def pod_log(
+        self, namespace: str, pod: str, container: str, *, previous: bool, tail: int
+    ) -> str:
+        """The last `tail` lines a container wrote (`kubectl logs --previous` when
+        `previous`), scrubbed of the cluster's secrets."""
+        if self._down is not None:
+            raise KubernetesUnreachable(str(self._down))
+        try:
+            response = self._core.read_namespaced_pod_log(
+                pod,
+                namespace,
+                container=container,
+                previous=previous,
+                tail_lines=tail,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            reason = self.scrub(str(exc.reason or ""))
+            body = self.scrub(exc.body) if isinstance(exc.body, str) else None
+            raise KubernetesApiError(exc.status, _api_error(exc.status, reason, body)) from None
+        except _NETWORK_ERRORS as exc:
+            reason = self.scrub(_network_reason(exc))
+            raise KubernetesUnreachable(f"cannot reach {self.host}: {reason}") from exc
+        try:
+            return self.scrub(response.data.decode(errors="replace"))
+        finally:
+            response.release_conn()
+
     # --- one request -------------------------------------------------------------------------
 
     def _get(self, call: Callable[..., Any], *args: Any, **params: Any) -> dict[str, Any]:

@@ -110,8 +110,8 @@ class Connection:
     def close(self) -> None:
         self._sock.close()
 
-    def send(self, *args: str) -> None:
-        encoded = [arg.encode() for arg in args]
+    def send(self, *args: str | bytes) -> None:
+        encoded = [arg if isinstance(arg, bytes) else arg.encode() for arg in args]
         frame = b"*%d\r\n" % len(encoded) + b"".join(
             b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in encoded
         )
@@ -149,8 +149,9 @@ class Connection:
             return data
         return self._sock.recv(limit)
 
-    def reply(self) -> bytes | int | None:
-        """A simple, integer or bulk reply; raises ErrorReply for `-...`."""
+    def reply(self) -> Any:
+        """A simple, integer, bulk or array reply (a list of those); raises ErrorReply for
+        `-...`."""
         line = self.readline()
         kind, rest = line[:1], line[1:]
         if kind == b"+":
@@ -163,6 +164,9 @@ class Connection:
             if kind == b"$":
                 size = int(rest)
                 return None if size < 0 else self.read_exact(size + 2)[:-2]
+            if kind == b"*":  # SCAN, CONFIG GET (maintenance)
+                count = int(rest)
+                return None if count < 0 else [self.reply() for _ in range(count)]
         except ValueError:
             pass
         raise PermanentError(f"redis target at {self.where} sent an unexpected reply {line[:40]!r}")

@@ -112,17 +112,27 @@ class MaintenanceSession:
 
 @dataclass
 class MeasureContext:
-    session: MaintenanceSession
-    target: PostgresTarget
+    """What measure() reads through: the session of the target's kind (a MaintenanceSession
+    for PostgreSQL, tasks/maintenance/targets.py's RedisSession, HostSession, FilesSession),
+    the target, the settings and the ledger."""
+
+    session: Any
+    target: Any  # tasks/maintenance/targets.py's MaintenanceTarget
     settings: MaintenanceSettings
     ledger: MaintenanceLedger
 
 
 class Procedure(Protocol):
-    """A maintenance procedure (tasks/maintenance/registry.py lists them)."""
+    """A maintenance procedure (tasks/maintenance/registry.py lists them).
+
+    `kinds` says which targets it applies to (tasks/maintenance/targets.py: postgres, redis,
+    files, or host for the window's own chores); a procedure without it is PostgreSQL's. The
+    window plans and applies it on each chosen target of those kinds, through that target's
+    session."""
 
     name: ClassVar[str]
     destructive: ClassVar[bool]  # skipped when the pre-maintenance backup failed
+    kinds: ClassVar[tuple[str, ...]]
 
     def measure(self, context: MeasureContext) -> Any:
         """Read-only facts for plan(): from the server (pg_stat_*, pgstattuple, ...) and from
@@ -130,10 +140,10 @@ class Procedure(Protocol):
         baseline, how long the same action took before)."""
 
     def plan(
-        self, facts: Any, settings: MaintenanceSettings, target: PostgresTarget
+        self, facts: Any, settings: MaintenanceSettings, target: Any
     ) -> list[MaintenanceAction]:
         """Pure: the actions the facts call for, each with its reason, estimate and `before`."""
 
-    def apply(self, session: MaintenanceSession, action: MaintenanceAction) -> dict[str, Figure]:
+    def apply(self, session: Any, action: MaintenanceAction) -> dict[str, Figure]:
         """Carry out one action (under the session's lock_timeout and retries); return its
         `after` figures. Raises on failure (LockNotGranted when clients hold the lock)."""

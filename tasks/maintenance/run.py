@@ -27,11 +27,12 @@ from runbook.catalog import (
     Outcome,
     utcnow,
 )
-from runbook.config import PostgresTarget, WindowSettings
+from runbook.config import WindowSettings
 from runbook.health import CheckResult
 from runbook.runtime import Runtime
 from runbook.secrets import redact, target_secrets
 from tasks.maintenance.procedure import Procedure
+from tasks.maintenance.targets import MaintenanceTarget
 
 log = logging.getLogger("runbook.maintenance")
 
@@ -73,7 +74,7 @@ class WindowRequest:
     runtime: Runtime
     window: str  # its name in maintenance.windows
     settings: WindowSettings
-    targets: tuple[PostgresTarget, ...]
+    targets: tuple[MaintenanceTarget, ...]  # PostgreSQL, Redis, files targets, the host
     procedures: tuple[str, ...]  # in the order they plan and apply (invalid_indexes first)
     registry: Mapping[str, Procedure]  # procedure name -> procedure
     dry_run: bool = True
@@ -127,7 +128,11 @@ class Window:
         self.log.note(self.id, message)
 
     def secrets(self) -> list[str | None]:
-        return [s for target in self.request.targets for s in target_secrets(target)]
+        """The targets' DSNs and passwords, and the values of the commands' environment."""
+        steps = self.settings.command.steps
+        return [s for target in self.request.targets for s in target_secrets(target)] + [
+            value.get_secret_value() for step in steps for value in step.env.values()
+        ]
 
     def scrub(self, text: str) -> str:
         return redact(text, self.secrets())[:2000]

@@ -8,18 +8,26 @@ from __future__ import annotations
 import socket
 import time
 from contextlib import ExitStack
+from typing import Any
 
 import psutil
 
 from runbook.catalog import MaintenanceAction, MaintenanceRun, MaintenanceStatus, Outcome
-from runbook.config import PostgresTarget
 from runbook.health import RANK, CheckResult
-from runbook.locks import LockTimeout, maintenance_locks, named_lock
-from tasks.health.registry import deadline_for, run_kind, run_with_deadline
+from runbook.locks import LockTimeout, named_lock
+from tasks.health.registry import REGISTRY, deadline_for, run_kind, run_with_deadline
 from tasks.maintenance.budget import deferral_reason, overruns
 from tasks.maintenance.mode import ModeError, call_hook, create_silence, expire_silence
-from tasks.maintenance.procedure import MaintenanceSession, MeasureContext, Procedure
+from tasks.maintenance.procedure import MeasureContext, Procedure
 from tasks.maintenance.run import Window
+from tasks.maintenance.targets import (
+    BACKED_UP,
+    MaintenanceTarget,
+    kind_of,
+    kinds_of,
+    lock_names,
+    open_session,
+)
 
 
 def _error(window: Window, exc: BaseException) -> str:
@@ -79,16 +87,24 @@ def _failed(procedure: str, target: str, reason: str, error: str) -> Maintenance
     )
 
 
-def plan_target(window: Window, target: PostgresTarget) -> list[MaintenanceAction]:
-    """Measure every procedure of the window on `target` and plan it (pure); record the plan.
-    A procedure that cannot measure is one failed action, and the others still plan. A real
-    run also reads the target's health checks, to compare with after."""
+def procedures_for(window: Window, target: MaintenanceTarget) -> list[str]:
+    """The window's procedures that apply to this kind of target, in order."""
+    kind = kind_of(target)
+    registry = window.request.registry
+    return [name for name in window.request.procedures if kind in kinds_of(registry[name])]
+
+
+def plan_target(window: Window, target: MaintenanceTarget) -> list[MaintenanceAction]:
+    """Measure every procedure of the window that applies to `target`'s kind and plan it
+    (pure); record the plan. A procedure that cannot measure is one failed action, and the
+    others still plan. A real run also reads the target's health checks, to compare with
+    after."""
     request = window.request
     planned: list[MaintenanceAction] = []
     try:
-        with MaintenanceSession.open(target, window.settings) as session:
+        with open_session(target, window.settings, window.runtime) as session:
             context = MeasureContext(session, target, window.settings, window.log)
-            for name in request.procedures:
+            for name in procedures_for(window, target):
                 procedure = request.registry[name]
                 try:
                     actions = procedure.plan(procedure.measure(context), window.settings, target)
@@ -122,7 +138,9 @@ def record_dry_run(window: Window) -> None:
 def pre_backup(window: Window) -> dict[str, str | None]:
     """Back up the targets through the backup flow first. A target whose backup failed has
     its destructive actions skipped (unless the window says `stop_on_backup_failure: false`)."""
-    names = [t.name for t in window.request.targets if window.pending(t.name)]
+    names = [
+        t.name for t in window.request.targets if kind_of(t) in BACKED_UP and window.pending(t.name)
+    ]
     if not names:
         return {}
     if window.request.back_up is None:
@@ -160,7 +178,7 @@ def lock_targets(window: Window) -> list[str]:
             continue
         try:
             with ExitStack() as stack:
-                for name in maintenance_locks(target.name):
+                for name in lock_names(target):
                     wait = max(0.0, deadline - time.monotonic())
                     stack.enter_context(named_lock(catalog, name, wait))
                 window.locks.enter_context(stack.pop_all())
@@ -236,13 +254,13 @@ def exit_mode(window: Window) -> None:
 # --- apply -----------------------------------------------------------------------------------
 
 
-def apply_target(window: Window, target: PostgresTarget) -> list[MaintenanceAction]:
+def apply_target(window: Window, target: MaintenanceTarget) -> list[MaintenanceAction]:
     """Apply a target's planned actions in order, under the window's budget: an action whose
     estimated duration would pass the window's end is deferred and not started; one that
     fails is `failed` with its error, and the window goes on with the next."""
     request = window.request
     with ExitStack() as stack:
-        session: MaintenanceSession | None = None
+        session: Any = None  # the target kind's session (tasks/maintenance/targets.py)
         for action in window.pending(target.name):
             procedure = request.registry[action.procedure]
             now = request.clock()
@@ -253,7 +271,9 @@ def apply_target(window: Window, target: PostgresTarget) -> list[MaintenanceActi
                 continue
             if session is None or not session.usable:
                 try:
-                    session = stack.enter_context(MaintenanceSession.open(target, window.settings))
+                    session = stack.enter_context(
+                        open_session(target, window.settings, window.runtime)
+                    )
                 except Exception as exc:  # noqa: BLE001 - recorded as a failed action
                     window.conclude(
                         action, Outcome.FAILED, error=f"cannot connect: {_error(window, exc)}"
@@ -264,7 +284,7 @@ def apply_target(window: Window, target: PostgresTarget) -> list[MaintenanceActi
 
 
 def _apply_one(
-    window: Window, session: MaintenanceSession, procedure: Procedure, action: MaintenanceAction
+    window: Window, session: Any, procedure: Procedure, action: MaintenanceAction
 ) -> None:
     started_at = window.request.clock()
     window.log.start_action(window.id, action.id, started_at)  # a run that dies says which
@@ -300,21 +320,24 @@ def _apply_one(
 # --- verify ----------------------------------------------------------------------------------
 
 
-def target_health(window: Window, target: PostgresTarget) -> list[CheckResult]:
-    """The target's health checks (tasks/health), under their deadline."""
-    if not target.health.enabled:
+def target_health(window: Window, target: MaintenanceTarget) -> list[CheckResult]:
+    """The target's health checks (tasks/health), under their deadline (none for the host)."""
+    kind = kind_of(target)
+    health = getattr(target, "health", None)
+    check = REGISTRY.get(kind)
+    if health is None or not health.enabled or check is None or not check.per_target:
         return []
     config = window.runtime.config
     return run_with_deadline(
-        lambda: run_kind(window.runtime, "postgres", target.name, window.request.clock()),
-        deadline_for(config, "postgres"),
-        "postgres",
+        lambda: run_kind(window.runtime, kind, target.name, window.request.clock()),
+        deadline_for(config, kind),
+        kind,
         target.name,
         config.health.unreachable,
     )
 
 
-def verify_target(window: Window, target: PostgresTarget) -> list[str]:
+def verify_target(window: Window, target: MaintenanceTarget) -> list[str]:
     """After the window: re-measure (which of the objects treated would a plan still propose)
     and run the target's health checks again, each compared with before; what it finds goes
     into the run's notes. Returns those notes."""
@@ -322,14 +345,23 @@ def verify_target(window: Window, target: PostgresTarget) -> list[str]:
     done = [a for a in window.actions[target.name] if a.outcome == Outcome.DONE]
     findings = []
     treated = {(a.procedure, a.object) for a in done}
-    procedures = [name for name in request.procedures if any(a.procedure == name for a in done)]
+    procedures = [
+        name
+        for name in request.procedures
+        if any(a.procedure == name for a in done)
+        and getattr(request.registry[name], "remeasure", True)  # a script's step: nothing to
+    ]
     try:
-        with MaintenanceSession.open(target, window.settings) as session:
+        with open_session(target, window.settings, window.runtime) as session:
             context = MeasureContext(session, target, window.settings, window.log)
             for name in procedures:
                 procedure = request.registry[name]
                 again = procedure.plan(procedure.measure(context), window.settings, target)
-                still = [a.object for a in again if (a.procedure, a.object) in treated]
+                still = [
+                    a.object
+                    for a in again
+                    if (a.procedure, a.object) in treated and a.outcome == Outcome.PLANNED
+                ]
                 total = sum(1 for a in done if a.procedure == name)
                 findings.append(
                     f"{target.name} {name}: re-measured, {total - len(still)} of {total} treated "

@@ -1,4 +1,5 @@
-"""A maintenance window: PostgreSQL upkeep that is planned, bounded and proven.
+"""A maintenance window: upkeep of PostgreSQL, Redis and the host, planned, bounded and
+proven.
 
 `run_window` is the whole window as a plain function; the flow (flows/maintenance.py) runs the
 same function with each step as a Prefect task run (tasks/maintenance/tasks.py). Steps
@@ -29,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from runbook.catalog import MaintenanceRun
-from runbook.config import PROCEDURES, TARGET_KIND, Config, PostgresTarget, WindowSettings
+from runbook.config import PROCEDURES, Config, WindowSettings
 from runbook.errors import NotFoundError, RunbookError
 from tasks.maintenance import steps
 from tasks.maintenance.procedure import Procedure
@@ -42,6 +43,7 @@ from tasks.maintenance.run import (
     call_step,
     recorded_window,
 )
+from tasks.maintenance.targets import HOST, HOST_TARGET, MaintenanceTarget, kind_of, kinds_of
 
 PLAN_ARTIFACT = "maintenance-plan"
 
@@ -52,8 +54,20 @@ class WindowChoice:
 
     window: str
     settings: WindowSettings
-    targets: tuple[PostgresTarget, ...]
+    targets: tuple[MaintenanceTarget, ...]  # of the kinds its procedures apply to
     procedures: tuple[str, ...]  # in the registry's order, housekeeping (invalid_indexes) first
+
+
+def _target_of(config: Config, name: str, needed: set[str]) -> MaintenanceTarget:
+    """A target the operator named, if a chosen procedure applies to its kind."""
+    target = config.target(name)  # an unknown name fails here
+    kind = kind_of(target)
+    if kind not in needed:
+        raise RunbookError(
+            f"target {name!r} is a {kind} target: no chosen maintenance procedure applies to "
+            f"it (they cover {', '.join(sorted(needed - {HOST})) or 'the host only'} targets)"
+        )
+    return target
 
 
 def choose_window(
@@ -64,40 +78,43 @@ def choose_window(
     registry: Mapping[str, Procedure],
 ) -> WindowChoice:
     """Check the operator's request against the config; raises RunbookError (exit 2, nothing
-    recorded) naming the culprit. Empty `targets`: every PostgreSQL target; empty
-    `procedures`: the window's. Procedures of the registry that no window chooses
-    (invalid_indexes) always run, first."""
+    recorded) naming the culprit. Empty `procedures`: the window's. Empty `targets`: every
+    target of the kinds the procedures apply to (tasks/maintenance/targets.py); a procedure
+    of the host (log_archive, command) runs on the host whatever the targets. Procedures of
+    the registry that no window chooses (invalid_indexes) always run, first."""
     windows = config.maintenance.windows
     if window not in windows:
         raise NotFoundError(
             f"unknown maintenance window {window!r} (maintenance.windows: {', '.join(windows)})"
         )
     settings = windows[window]
-    if targets:
-        chosen = []
-        for name in targets:
-            target = config.target(name)  # an unknown name fails here
-            if not isinstance(target, PostgresTarget):
-                raise RunbookError(
-                    f"target {name!r} is a {TARGET_KIND[type(target)]} target: maintenance "
-                    "windows cover "
-                    "PostgreSQL targets"
-                )
-            chosen.append(target)
-    else:
-        chosen = list(config.targets.postgres)
-    if not chosen:
-        raise RunbookError("no PostgreSQL targets to maintain (add targets.postgres)")
     unknown = [name for name in procedures if name not in PROCEDURES]
     if unknown:
         raise RunbookError(
             f"unknown maintenance procedure {unknown[0]!r} (choose from {', '.join(PROCEDURES)})"
         )
     wanted = set(procedures or settings.procedures)
+    needed = {kind for name in wanted for kind in kinds_of(registry.get(name))}
+    if targets:
+        chosen = [_target_of(config, name, needed) for name in targets]
+    else:
+        chosen = [t for kind in sorted(needed - {HOST}) for t in getattr(config.targets, kind)]
+    if HOST in needed:
+        chosen.append(HOST_TARGET)
+    if not chosen:
+        if needed == {"postgres"}:
+            raise RunbookError("no PostgreSQL targets to maintain (add targets.postgres)")
+        raise RunbookError(
+            f"no targets to maintain: the procedures apply to {', '.join(sorted(needed))} "
+            "targets and none is configured"
+        )
     missing = [name for name in wanted if name not in registry]
     if missing:
         raise RunbookError(f"maintenance procedure {missing[0]!r} is not available here")
     ordered = tuple(name for name in registry if name in wanted or name not in PROCEDURES)
+    # A target only runs the procedures of its kind: keep those that have one.
+    kinds = {kind_of(t) for t in chosen}
+    ordered = tuple(n for n in ordered if set(kinds_of(registry[n])) & kinds)
     return WindowChoice(window, settings, tuple(chosen), ordered)
 
 
@@ -126,7 +143,7 @@ def _apply(window: Window) -> None:
     if request.settings.pre_backup and window.pending():
         window.current = WindowStep.BACKUP  # the backup flow shows as its own (sub)flow run
         steps.pre_backup(window)
-    applied: list[PostgresTarget] = []
+    applied: list[MaintenanceTarget] = []
     with window.locks:  # released once the plan is applied, whatever happens
         if window.pending():
             held = window.step(WindowStep.LOCK, steps.lock_targets)

@@ -49,6 +49,7 @@ PROMISED: dict[str, Any] = {
     "backup-nightly": lambda t: (t.hour, t.minute) == (2, 0),
     "health-daily": lambda t: (t.hour, t.minute) == (6, 0),
     "health-hourly": lambda t: t.minute == 0,
+    "daily-report": lambda t: (t.hour, t.minute) == (18, 0),  # runbook 001: the 6 PM report
     "drill-monthly": lambda t: t.weekday() == 6 and t.day <= 7 and (t.hour, t.minute) == (7, 0),
     "verify-weekly": lambda t: t.weekday() == 6 and (t.hour, t.minute) == (4, 0),
     # runbook 000: weekly Sunday 2-4 AM, monthly first Sunday 2-6 AM (which replaces the weekly)

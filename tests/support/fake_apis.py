@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-Response = tuple[int, Any, dict[str, str]]  # status, JSON body (or str), extra headers
+Response = tuple[int, Any, dict[str, str]]  # status, JSON body (or str, bytes), extra headers
 
 
 def ago(delta: timedelta) -> str:
@@ -120,7 +120,10 @@ class FakeServer:
                     fake.unhandled.append(f"{self.command} {self.path}")
                     answer = (404, "404 page not found\n", {})
                 status, body, headers = answer
-                if isinstance(body, str):
+                if isinstance(body, bytes):  # a raw stream (docker logs)
+                    data = body
+                    content_type = headers.pop("Content-Type", "application/octet-stream")
+                elif isinstance(body, str):
                     data, content_type = body.encode(), "text/plain; charset=utf-8"
                 else:
                     data, content_type = json.dumps(body).encode(), "application/json"
@@ -500,6 +503,7 @@ def _status(code: int, reason: str, message: str, details: dict[str, Any] | None
 
 _LISTS = {  # collection path suffix -> (state attribute, list kind, apiVersion)
     ("api/v1", "pods"): ("pods", "PodList", "v1"),
+    ("api/v1", "events"): ("events", "EventList", "v1"),
     ("apis/apps/v1", "deployments"): ("deployments", "DeploymentList", "apps/v1"),
     ("apis/autoscaling/v2", "horizontalpodautoscalers"): (
         "hpas",
@@ -529,6 +533,9 @@ class FakeKubernetes(FakeServer):
     pods: list[dict[str, Any]] = field(default_factory=list)
     deployments: list[dict[str, Any]] = field(default_factory=list)
     hpas: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    # (namespace, pod, container, previous) -> the text `kubectl logs [--previous]` prints
+    pod_logs: dict[tuple[str, str, str, bool], str] = field(default_factory=dict)
     nodes: list[dict[str, Any]] = field(default_factory=lambda: [node("node-1")])
     forbidden: set[str] = field(default_factory=set)
     version: dict[str, str] = field(
@@ -549,7 +556,9 @@ class FakeKubernetes(FakeServer):
         """Add pods, deployments, HPAs or nodes (told apart by their shape)."""
         for obj in objects:
             spec = obj.get("spec", {})
-            if "containers" in spec:
+            if "involvedObject" in obj:
+                self.events.append(obj)
+            elif "containers" in spec:
                 self.pods.append(obj)
             elif "scaleTargetRef" in spec:
                 self.hpas.append(obj)
@@ -577,6 +586,9 @@ class FakeKubernetes(FakeServer):
         match = re.fullmatch(r"/api/v1/namespaces/([^/]+)", path)
         if match:
             return self._namespace(match.group(1))
+        match = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", path)
+        if match:
+            return self._pod_log(request, *match.groups())
         match = _NAMESPACED.match(path)
         if match:
             group, namespace, resource = match.groups()
@@ -590,6 +602,19 @@ class FakeKubernetes(FakeServer):
                 return 200, self._page(request, self.nodes, "NodeList", "v1"), {}
             return self._list(request, group, resource, None)
         return None
+
+    def _pod_log(self, request: Request, namespace: str, name: str) -> Response:
+        """GET .../pods/{name}/log?container=&previous=&tailLines=, as the API server answers."""
+        container = request.query.get("container", [""])[0]
+        previous = request.query.get("previous", ["false"])[0].lower() == "true"
+        text = self.pod_logs.get((namespace, name, container, previous))
+        if text is None:
+            what = "previous terminated container" if previous else "container"
+            message = f'{what} "{container}" in pod "{name}" not found'
+            return 400, _status(400, "BadRequest", message), {}
+        tail = int(request.query.get("tailLines", ["0"])[0] or 0)
+        lines = text.splitlines(keepends=True)
+        return 200, "".join(lines[-tail:] if tail else lines), {}
 
     def _namespace(self, name: str) -> Response:
         if "namespaces" in self.forbidden:
@@ -746,6 +771,7 @@ def docker_container(
         "Labels": labels,
         "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
         "Cmd": ["gunicorn", "app:app"],
+        "Tty": False,
     }
     if healthcheck:
         config["Healthcheck"] = healthcheck
@@ -773,6 +799,33 @@ def docker_container(
                     "Gateway": "172.18.0.1",
                 }
             }
+        },
+    }
+
+
+def docker_stats(container: dict[str, Any]) -> dict[str, Any]:
+    """GET /containers/{id}/stats?stream=0 (cgroup v2 shape): 25 % of one CPU, 256 MiB of 1 GiB."""
+    running = container["State"]["Running"]
+    return {
+        "read": ago(timedelta(0)),
+        "preread": ago(timedelta(seconds=1)),
+        "name": container["Name"],
+        "id": container["Id"],
+        "pids_stats": {"current": 7 if running else 0},
+        "cpu_stats": {
+            "cpu_usage": {"total_usage": 1_250_000_000},
+            "system_cpu_usage": 20_000_000_000,
+            "online_cpus": 2,
+        },
+        "precpu_stats": {
+            "cpu_usage": {"total_usage": 1_000_000_000},
+            "system_cpu_usage": 18_000_000_000,
+            "online_cpus": 2,
+        },
+        "memory_stats": {
+            "usage": 300 * 2**20 if running else 0,
+            "limit": 2**30,
+            "stats": {"inactive_file": 44 * 2**20 if running else 0},
         },
     }
 
@@ -825,6 +878,8 @@ class FakeDocker(FakeServer):
     """
 
     containers: list[dict[str, Any]] = field(default_factory=list)
+    # container name -> (stream 1 stdout | 2 stderr, line) in the order written
+    logs: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     api_version: str = DOCKER_API_VERSION
     broken: dict[str, int] = field(default_factory=dict)  # unversioned path -> error status
 
@@ -888,13 +943,39 @@ class FakeDocker(FakeServer):
             )
         if path == "/containers/json":
             return 200, [_summary(c) for c in self._listed(request)], headers
-        match = re.fullmatch(r"/containers/([^/]+)/json", path)
+        match = re.fullmatch(r"/containers/([^/]+)/(json|stats|logs)", path)
         if match:
             found = self._find(match.group(1))
             if found is None:
                 return 404, {"message": f"No such container: {match.group(1)}"}, headers
+            if match.group(2) == "stats":
+                return 200, docker_stats(found), headers
+            if match.group(2) == "logs":
+                return (
+                    200,
+                    self._log_frames(request, found),
+                    {
+                        **headers,
+                        "Content-Type": "application/vnd.docker.multiplexed-stream",
+                    },
+                )
             return 200, found, headers
         return None
+
+    def _log_frames(self, request: Request, container: dict[str, Any]) -> bytes:
+        """The multiplexed stream dockerd sends for a container without a TTY: per line an
+        8-byte header (stream, 3 zero bytes, big-endian length) and the line."""
+        lines = self.logs.get(container["Name"].lstrip("/"), [])
+        tail = request.query.get("tail", ["all"])[0]
+        if tail != "all":
+            lines = lines[-int(tail) :] if int(tail) else []
+        stamp = request.query.get("timestamps", ["0"])[0] in ("1", "true", "True")
+        out = b""
+        for stream, line in lines:
+            data = ((ago(timedelta(seconds=1)) + " ") if stamp else "") + line + "\n"
+            encoded = data.encode()
+            out += bytes([stream, 0, 0, 0]) + len(encoded).to_bytes(4, "big") + encoded
+        return out
 
     def _listed(self, request: Request) -> list[dict[str, Any]]:
         show_all = request.query.get("all", ["0"])[0] not in ("0", "false", "")

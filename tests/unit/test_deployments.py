@@ -73,6 +73,13 @@ def test_serve_builds_every_deployment_with_its_schedules(tmp_path, monkeypatch)
     assert built["restore-on-demand"].schedules == []
     assert built["restore-on-demand"].parameters["into"] == ""
     assert built["restore-on-demand"].parameters["confirm"] is False
+    # the daily report at 18:00 in the config's timezone, for today
+    report = built["daily-report"].schedules[0].schedule
+    assert report.cron == "0 18 * * *" and report.timezone == "Europe/Berlin"
+    assert built["daily-report"].parameters == {"day": ""}
+    # diagnose: never scheduled; a Quick run diagnoses every target
+    assert built["diagnose-on-demand"].schedules == []
+    assert built["diagnose-on-demand"].parameters == {"targets": [], "incident": ""}
 
 
 def test_serve_adds_a_backup_deployment_per_schedule_with_the_config_names(tmp_path, monkeypatch):
@@ -105,3 +112,5 @@ def test_serve_adds_a_backup_deployment_per_schedule_with_the_config_names(tmp_p
     assert restore_form["target"]["enum"] == ["", "app", "etc"]  # PostgreSQL and files targets
     assert restore_form["overwrite"]["enum"] == ["no", "clean", "replace-source", "in-place"]
     assert "DSN" in restore_form["into"]["description"]
+    diagnose_form = built["diagnose-on-demand"]._parameter_openapi_schema.properties
+    assert diagnose_form["targets"]["items"]["enum"] == ["app"]  # host and health always come
