@@ -5,10 +5,12 @@ bounded in time and size, a failing one recorded without stopping the others."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -38,6 +40,7 @@ from tests.support.fake_apis import (
     fake_kubernetes,  # noqa: F401
     pod,
 )
+from tests.support.maintenance import scratch_redis_server
 
 SETTINGS = DiagnosticsSettings(long_query="1s", section_timeout="20s")
 
@@ -101,27 +104,20 @@ def test_a_blocked_query_and_its_blocker_appear_in_the_postgres_section(pg15, ma
     assert collected.data["top_statements"] is None  # no pg_stat_statements in this database
 
 
-def test_the_redis_section_has_info_slowlog_clients_and_memory_doctor():
-    import socket
-
-    with socket.create_connection(("127.0.0.1", 6379)) as sock:  # one slow command to log
-        sock.sendall(b"*3\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$23\r\nslowlog-log-slower-than\r\n")
-        sock.sendall(b"$1\r\n0\r\n")
-        sock.recv(100)
-        sock.sendall(b"*2\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n")
-        sock.sendall(b"$15\r\ndiagnose-marker\r\n")
-        sock.recv(100)
-        try:
+def test_the_redis_section_has_info_slowlog_clients_and_memory_doctor(tmp_path: Path):
+    # A throwaway server logging every command as slow: the shared service's slow log and
+    # settings are nobody's to change in a test.
+    with scratch_redis_server(tmp_path / "redis", "--slowlog-log-slower-than", "0") as port:
+        with socket.create_connection(("127.0.0.1", port)) as sock:  # a client of ours
+            sock.sendall(b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$15\r\ndiagnose-marker\r\n")
+            assert sock.recv(100) == b"+OK\r\n"
             collected = collect_redis(
-                RedisTarget(name="cache", url="redis://127.0.0.1:6379/0"), SETTINGS
+                RedisTarget(name="cache", url=f"redis://127.0.0.1:{port}/0"), SETTINGS
             )
-        finally:
-            sock.sendall(b"*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$23\r\nslowlog-log-slower-than\r\n")
-            sock.sendall(b"$5\r\n10000\r\n")
-            sock.recv(100)
     data = collected.data
     assert data["info"]["redis_version"] and "used_memory" in data["info"]
     assert data["slowlog"] and {"id", "duration_ms", "command"} <= set(data["slowlog"][0])
+    assert any(e["command"].startswith("CLIENT SETNAME") for e in data["slowlog"])  # ours
     assert data["clients"]["count"] >= 2
     assert any(cmd.startswith("client") for cmd in data["clients"]["by_command"])  # ours
     assert data["clients"]["oldest"] and "idle" in data["clients"]["oldest"][0]
