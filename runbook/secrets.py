@@ -68,4 +68,13 @@ def target_secrets(target: Any) -> list[str | None]:
     if url is not None and hasattr(url, "get_secret_value"):
         raw = url.get_secret_value()
         values += [raw, urlsplit(raw).password]
+    elif isinstance(url, str):  # an HTTP or Prometheus target's: only its userinfo is secret
+        values.append(urlsplit(url).password)
+    for value in (getattr(target, "headers", None) or {}).values():  # tokens of HTTP targets
+        raw = value.get_secret_value()
+        if len(raw) >= 3:  # `X-Debug: 1` is no secret, and masking every "1" would garble text
+            values.append(raw)
+    token = getattr(target, "token", None)  # a Kubernetes target's bearer token
+    if token is not None and hasattr(token, "get_secret_value"):
+        values.append(token.get_secret_value())
     return values

@@ -33,7 +33,7 @@ TargetsOpt = Annotated[
     typer.Option(
         "--target",
         "-t",
-        help="PostgreSQL or Redis target (repeatable) [default: every one the procedures "
+        help="Target, of any kind the procedures apply to (repeatable) [default: every one they "
         "apply to]",
     ),
 ]
@@ -44,7 +44,7 @@ ProceduresOpt = Annotated[
         "-p",
         help="Only this procedure (repeatable): vacuum, reindex, idle_connections, "
         "analyze_stale, query_baseline, redis_cleanup, log_archive, command, config_drift, "
-        "security_audit [default: the window's]",
+        "security_audit, docker_cleanup, rollout_restart [default: the window's]",
     ),
 ]
 
@@ -227,10 +227,11 @@ def maintenance_list(
 ) -> None:
     """Past maintenance runs from the ledger, newest first. Does not start Prefect."""
     from runbook.catalog import MaintenanceLog
+    from tasks.maintenance.targets import HOST_TARGET, find_target
 
     cfg, catalog = open_catalog(config)
-    if target:
-        cfg.target(target)
+    if target and target != HOST_TARGET.name:
+        find_target(cfg, target)  # any kind a window maintains (http, prometheus...)
     runs = MaintenanceLog(catalog).list(window=window, target=target, limit=limit)
     if as_json:
         emit_json({"runs": [r.json_run() for r in runs]})

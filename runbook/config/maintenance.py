@@ -4,6 +4,7 @@ with the runbooks' values as defaults."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,8 @@ PROCEDURES = (
     "command",
     "config_drift",
     "security_audit",
+    "docker_cleanup",
+    "rollout_restart",
 )
 Procedure = Literal[
     "vacuum",
@@ -35,6 +38,8 @@ Procedure = Literal[
     "command",
     "config_drift",
     "security_audit",
+    "docker_cleanup",
+    "rollout_restart",
 ]
 
 
@@ -152,19 +157,125 @@ SettingValue = str | int | float | bool
 
 
 class ConfigDriftSettings(Model):
-    """Desired server settings per target (000/002 monthly configuration review)."""
+    """Desired server settings per target (000/002 monthly configuration review); files
+    targets are compared with their last verified backup. `secret_files` (also used by
+    security_audit) name files whose content is never shown: names only, no diff."""
 
     postgres: dict[str, dict[str, SettingValue]] = Field(default_factory=dict)
     redis: dict[str, dict[str, SettingValue]] = Field(default_factory=dict)
-    secret_files: list[str] = Field(default_factory=lambda: [".env", "*secret*", "*.key"])
+    prometheus: dict[str, dict[str, SettingValue]] = Field(
+        default_factory=dict,
+        description="flags (/api/v1/status/flags), e.g. storage.tsdb.retention.time: 15d; "
+        "report only: Prometheus reads them at start-up",
+    )
+    secret_files: list[str] = Field(
+        default_factory=lambda: [".env", "*secret*", "*.key"],
+        description="glob patterns (file name or whole path, any case) of files that hold "
+        "secrets",
+    )
+    diff_max_bytes: int = Field(
+        default=256 << 10, ge=0, description="text files larger than this get no diff"
+    )
+    diff_max_lines: int = Field(default=200, ge=1, description="lines of diff kept per file")
 
 
 class SecurityAuditSettings(Model):
-    """Report-only checks (000 weekly security scan, 001/004 monthly audit)."""
+    """Report-only checks (000 weekly security scan, 001/004 monthly audit). Files targets:
+    secrets are the files config_drift.secret_files names; HTTP targets: a certificate is
+    near expiry by the target's own `tls_days`."""
 
     allowed_superusers: list[str] = Field(
         default_factory=lambda: ["postgres"], description="superusers that are not a finding"
     )
+
+
+class DockerCleanupSettings(Model):
+    """runbook 000's weekly `docker system df` + `docker system prune -f`, on each docker
+    target: stopped containers and dangling images older than `older_than`, of the compose
+    project only when one is set; never a running container, never a named volume unless
+    `volumes` lists it."""
+
+    older_than: Duration = Field(
+        default=timedelta(hours=24),
+        description="containers stopped (images, networks created) longer ago than this",
+    )
+    project: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="compose project (label com.docker.compose.project); none: the target's "
+        "`project`, and without that every project",
+    )
+    all_dangling_images: bool = Field(
+        default=False,
+        description="with a project: also dangling images that carry no project label",
+    )
+    networks: bool = Field(default=True, description="unused networks (of the project)")
+    volumes: list[str] = Field(
+        default_factory=list, description="named volumes that may be removed once unused"
+    )
+
+    @field_validator("older_than")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("expected a duration of 0 or more, e.g. 24h")
+        return value
+
+
+DEPLOYMENT_REF = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+
+
+class RolloutSelection(Model):
+    """The deployments of one Kubernetes target that rollout_restart restarts: by name, or by
+    label selector (in `namespaces`; none: the target's namespaces, else every namespace)."""
+
+    deployments: list[str] = Field(default_factory=list, description="namespace/name")
+    selector: str | None = Field(default=None, description="label selector, e.g. restart=nightly")
+    namespaces: list[str] = Field(default_factory=list, description="where `selector` looks")
+
+    @field_validator("deployments")
+    @classmethod
+    def _namespace_slash_name(cls, value: list[str]) -> list[str]:
+        for index, ref in enumerate(value):
+            if not re.fullmatch(DEPLOYMENT_REF, ref):
+                raise ValueError(
+                    f"deployments[{index}]: {ref!r} is not namespace/name (e.g. default/api)"
+                )
+        return value
+
+    @field_validator("selector")
+    @classmethod
+    def _selector_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("empty label selector: leave it out, or e.g. restart=nightly")
+        return value
+
+    @model_validator(mode="after")
+    def _something_chosen(self) -> RolloutSelection:
+        if not self.deployments and self.selector is None:
+            raise ValueError("give deployments (namespace/name) or a selector")
+        return self
+
+
+class RolloutRestartSettings(Model):
+    """runbook 002's nightly pod restart (`kubectl rollout restart`): the restartedAt
+    annotation on each chosen deployment's pod template, then a wait until the rollout is
+    available, or `stuck` after `timeout`."""
+
+    targets: dict[str, RolloutSelection] = Field(
+        default_factory=dict, description="Kubernetes target name -> the deployments to restart"
+    )
+    timeout: Duration = Field(
+        default=timedelta(minutes=10), description="how long one rollout may take"
+    )
+    poll: Duration = Field(default=timedelta(seconds=2), description="between status reads")
+
+    @field_validator("timeout", "poll")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("expected a duration above 0, e.g. 10m")
+        return value
 
 
 class HttpCall(Model):
@@ -216,6 +327,8 @@ class MaintenanceSettings(Model):
     command: CommandSettings = Field(default_factory=CommandSettings)
     config_drift: ConfigDriftSettings = Field(default_factory=ConfigDriftSettings)
     security_audit: SecurityAuditSettings = Field(default_factory=SecurityAuditSettings)
+    docker_cleanup: DockerCleanupSettings = Field(default_factory=DockerCleanupSettings)
+    rollout_restart: RolloutRestartSettings = Field(default_factory=RolloutRestartSettings)
 
     @field_validator("windows")
     @classmethod

@@ -3,6 +3,7 @@ as (labels, value) series:
   vector  one value per series              matrix  the last sample of each series
   scalar  one value, no labels              error   {"status": "error", ...} -> QueryError
 Values are floats, NaN and +/-Inf included (Prometheus writes them as strings).
+`flags()` reads the flags the server was started with (/api/v1/status/flags).
 
 Errors are typed: PrometheusUnreachable (no answer; worth retrying), QueryError (Prometheus
 refused the query), NotAnAnswer (whatever answered is not the API). No header value, URL
@@ -102,6 +103,13 @@ def range_series_of(data: dict[str, Any]) -> list[RangeSeries]:
     return found
 
 
+def flags_of(data: Any) -> dict[str, str]:
+    """The flags of a /api/v1/status/flags answer: a JSON object of strings."""
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise NotAnAnswer("status/flags did not answer an object of strings")
+    return dict(data)
+
+
 def labels_text(labels: dict[str, str]) -> str:
     """{__name__="up", job="api"} -> up{job="api"}; no labels -> {}."""
     name = labels.get("__name__", "")
@@ -152,6 +160,12 @@ class Prometheus:
         params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}"}
         params["step"] = f"{step:g}"
         return self._get("query_range", params, range_series_of)
+
+    def flags(self) -> dict[str, str]:
+        """The command-line flags the server runs with (GET /api/v1/status/flags), names
+        without their dashes: {"storage.tsdb.retention.time": "15d", ...}. Raises
+        PrometheusUnreachable, QueryError, NotAnAnswer."""
+        return self._get("status/flags", {}, flags_of)
 
     def _get(self, api: str, params: dict[str, str], read: Callable[[dict[str, Any]], _T]) -> _T:
         """GET /api/v1/<api> and `read` the answer's data."""

@@ -1,19 +1,23 @@
-"""config_drift: runbook 000/002's monthly configuration review and 001's
-`ALTER SYSTEM SET max_connections = 200; ALTER SYSTEM SET shared_buffers = '1GB';`, as desired
-settings in runbook.yaml (`maintenance.config_drift.postgres.<target>`, `.redis.<target>`)
-compared with the servers'.
+"""config_drift: runbook 000/002's monthly configuration review, 001's
+`ALTER SYSTEM SET max_connections = 200; ALTER SYSTEM SET shared_buffers = '1GB';` and its
+Prometheus `retention.time: 15d`, as desired settings in runbook.yaml
+(`maintenance.config_drift.postgres.<target>`, `.redis.<target>`, `.prometheus.<target>`)
+compared with the servers'; and for files targets, what changed since the last verified
+backup (tasks/maintenance/file_drift.py).
 
 - measure: PostgreSQL's pg_settings (setting, unit, context, pending_restart) for the desired
-  names; Redis's CONFIG GET.
+  names; Redis's CONFIG GET; Prometheus's flags (/api/v1/status/flags).
 - plan (pure): one action per setting whose value differs (memory and time units compared
-  in the server's own unit: `1GB` equals `131072` pages of 8kB): its desired and actual value.
-  A PostgreSQL setting that only a restart changes (context `postmaster`) is recorded
-  `skipped`, "needs a restart", and listed: a window never restarts a server. An unknown
-  name is a failed action.
+  in the server's own unit: `1GB` equals `131072` pages of 8kB; Prometheus durations and
+  sizes by value: `360h` equals `15d`): its desired and actual value. A PostgreSQL setting
+  that only a restart changes (context `postmaster`), and every Prometheus flag (Prometheus
+  reads them at start-up), is recorded `skipped`, "needs a restart", and listed: a window
+  never restarts a server. An unknown name is a failed action.
 - apply: PostgreSQL `ALTER SYSTEM SET` + `pg_reload_conf()`, then reads the setting back;
   Redis `CONFIG SET` and reads it back. After: the value now in force.
-
-The files part (changes since the last verified backup) is not here yet.
+- files targets: one report-only action per file changed, added or removed since the last
+  verified backup, by sha256, with a unified diff for text files; files that look like
+  secrets (`secret_files`) by name only.
 """
 
 from __future__ import annotations
@@ -26,10 +30,19 @@ from typing import Any, ClassVar
 from psycopg import sql
 
 from runbook.catalog.maintenance import Figure, MaintenanceAction, Outcome
-from runbook.config import MaintenanceSettings, PostgresTarget
+from runbook.config import MaintenanceSettings
 from runbook.config.maintenance import SettingValue
+from tasks.maintenance.file_drift import FilesDrift, files_actions, measure_files
 from tasks.maintenance.procedure import MaintenanceSession, MeasureContext
-from tasks.maintenance.targets import POSTGRES, REDIS, RedisSession
+from tasks.maintenance.targets import (
+    FILES,
+    POSTGRES,
+    PROMETHEUS,
+    REDIS,
+    PrometheusSession,
+    RedisSession,
+    kind_of,
+)
 
 MEMORY = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 TIME = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -44,6 +57,16 @@ REDIS_MEMORY = {
 }
 _AMOUNT = re.compile(r"^\s*(-?[0-9.]+)\s*([a-zA-Z]*)\s*$")
 RESTART_CONTEXTS = ("postmaster", "internal")
+PROMETHEUS_RESTART = (
+    "needs a restart: Prometheus reads its flags at start-up; change --{name} where it is "
+    "started (systemd unit, container args, Helm values) and restart it in a planned change; "
+    "a window never restarts a server"
+)
+_PROM_DURATION = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_PROM_DURATION_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
+_PROM_BYTES = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4, "pb": 1024**5}
 RELOAD_WAIT = 3.0
 
 
@@ -112,17 +135,51 @@ def redis_equal(desired: SettingValue, actual: str) -> bool:
     return want == actual.lower()
 
 
+def _prometheus_amount(text: str) -> tuple[str, float] | None:
+    """A Prometheus duration in ms (`15d`, `1d12h`, `0s`) or size in bytes (`512MB`, base 2)."""
+    text = text.strip()
+    match = _PROM_DURATION.match(text)
+    if text and match and any(match.groups()):
+        parts = zip(match.groups(), _PROM_DURATION_MS, strict=True)
+        return "ms", sum(int(g or 0) * ms for g, ms in parts)
+    amount = _AMOUNT.match(text)
+    if amount:
+        unit = amount.group(2).lower().replace("ib", "b")
+        if unit in _PROM_BYTES:
+            return "bytes", float(amount.group(1)) * _PROM_BYTES[unit]
+    return None
+
+
+def prometheus_equal(desired: SettingValue, actual: str) -> bool:
+    """A desired flag value against the one Prometheus reports (`true`/`false` for flags
+    without a value; durations and sizes by value)."""
+    want = ("true" if desired else "false") if isinstance(desired, bool) else str(desired)
+    if want.strip().lower() == actual.strip().lower():
+        return True
+    a, b = _prometheus_amount(want), _prometheus_amount(actual)
+    return a is not None and a == b
+
+
 class ConfigDrift:
     name: ClassVar[str] = "config_drift"
     destructive: ClassVar[bool] = False
-    kinds: ClassVar[tuple[str, ...]] = (POSTGRES, REDIS)
+    kinds: ClassVar[tuple[str, ...]] = (POSTGRES, REDIS, PROMETHEUS, FILES)
 
-    def measure(self, context: MeasureContext) -> DriftFacts:
+    def measure(self, context: MeasureContext) -> DriftFacts | FilesDrift:
         drift = context.settings.config_drift
         target = context.target
-        if isinstance(target, PostgresTarget):
+        kind = kind_of(target)
+        if kind == FILES:
+            return measure_files(context.session, drift)
+        if kind == POSTGRES:
             desired = drift.postgres.get(target.name, {})
             return DriftFacts(POSTGRES, desired, _pg_settings(context.session, list(desired)))
+        if kind == PROMETHEUS:
+            desired = {n.lstrip("-"): v for n, v in drift.prometheus.get(target.name, {}).items()}
+            prometheus: PrometheusSession = context.session
+            flags = prometheus.client.flags() if desired else {}
+            actual = {n: ActualSetting(n, flags.get(n), context="start-up") for n in desired}
+            return DriftFacts(PROMETHEUS, desired, actual)
         desired = drift.redis.get(target.name, {})
         session: RedisSession = context.session
         actual = {}
@@ -132,12 +189,16 @@ class ConfigDrift:
         return DriftFacts(REDIS, desired, actual)
 
     def plan(
-        self, facts: DriftFacts, settings: MaintenanceSettings, target: Any
+        self, facts: DriftFacts | FilesDrift, settings: MaintenanceSettings, target: Any
     ) -> list[MaintenanceAction]:
+        if isinstance(facts, FilesDrift):
+            return files_actions(facts, self.name, target.name)
         actions = []
         for name, desired in facts.desired.items():
             actual = facts.actual.get(name) or ActualSetting(name, None)
             want = as_text(desired)
+            if facts.kind == PROMETHEUS and isinstance(desired, bool):
+                want = "true" if desired else "false"  # as Prometheus writes its flags
             before: dict[str, Figure] = {
                 "setting": name,
                 "desired": want,
@@ -148,6 +209,7 @@ class ConfigDrift:
             }
             common = {"procedure": self.name, "target": target.name, "object": name}
             if actual.setting is None:
+                what = "flag" if facts.kind == PROMETHEUS else "setting"
                 actions.append(
                     MaintenanceAction(
                         **common,
@@ -155,24 +217,23 @@ class ConfigDrift:
                         reason=f"desired {name} = {want}",
                         before=before,
                         outcome=Outcome.FAILED,
-                        error=f"the server has no setting {name!r} (config_drift)",
+                        error=f"the server has no {what} {name!r} (config_drift)",
                     )
                 )
                 continue
-            equal = (
-                postgres_equal(desired, actual)
-                if facts.kind == POSTGRES
-                else redis_equal(desired, actual.setting)
-            )
-            if equal:
+            if _equal(facts.kind, desired, actual):
                 continue
             shown = f"{actual.setting}{actual.unit or ''}" if actual.unit else actual.setting
             reason = f"{name}: {shown}, desired {want}"
             if facts.kind == POSTGRES:
                 statement = f"ALTER SYSTEM SET {name} = '{want}'; SELECT pg_reload_conf()"
+            elif facts.kind == PROMETHEUS:
+                statement = f"--{name}={want}"
             else:
                 statement = f"CONFIG SET {name} {want}"
-            restart = facts.kind == POSTGRES and actual.context in RESTART_CONTEXTS
+            restart = facts.kind == PROMETHEUS or (
+                facts.kind == POSTGRES and actual.context in RESTART_CONTEXTS
+            )
             if actual.pending_restart:
                 reason += " (a change already waits for a restart)"
             actions.append(
@@ -183,12 +244,7 @@ class ConfigDrift:
                     estimate_seconds=0.5,
                     before=before,
                     outcome=Outcome.SKIPPED if restart else Outcome.PLANNED,
-                    error=(
-                        f"needs a restart (context {actual.context}): change it in a planned "
-                        "restart; a window never restarts the server"
-                        if restart
-                        else None
-                    ),
+                    error=_restart_reason(facts.kind, name, actual) if restart else None,
                 )
             )
         return actions
@@ -202,6 +258,23 @@ class ConfigDrift:
                 raise RuntimeError(f"CONFIG SET {name} did not take: it reads {now!r}")
             return {"actual": now}
         return _alter_system(session, name, want)
+
+
+def _equal(kind: str, desired: SettingValue, actual: ActualSetting) -> bool:
+    if kind == POSTGRES:
+        return postgres_equal(desired, actual)
+    if kind == PROMETHEUS:
+        return prometheus_equal(desired, actual.setting or "")
+    return redis_equal(desired, actual.setting or "")
+
+
+def _restart_reason(kind: str, name: str, actual: ActualSetting) -> str:
+    if kind == PROMETHEUS:
+        return PROMETHEUS_RESTART.format(name=name)
+    return (
+        f"needs a restart (context {actual.context}): change it in a planned restart; a window "
+        "never restarts the server"
+    )
 
 
 def _pg_settings(session: MaintenanceSession, names: list[str]) -> dict[str, ActualSetting]:

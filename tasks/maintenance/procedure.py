@@ -113,7 +113,8 @@ class MaintenanceSession:
 @dataclass
 class MeasureContext:
     """What measure() reads through: the session of the target's kind (a MaintenanceSession
-    for PostgreSQL, tasks/maintenance/targets.py's RedisSession, HostSession, FilesSession),
+    for PostgreSQL, tasks/maintenance/targets.py's RedisSession, HostSession, FilesSession,
+    HttpSession, PrometheusSession),
     the target, the settings and the ledger."""
 
     session: Any
@@ -126,9 +127,9 @@ class Procedure(Protocol):
     """A maintenance procedure (tasks/maintenance/registry.py lists them).
 
     `kinds` says which targets it applies to (tasks/maintenance/targets.py: postgres, redis,
-    files, or host for the window's own chores); a procedure without it is PostgreSQL's. The
-    window plans and applies it on each chosen target of those kinds, through that target's
-    session."""
+    files, http, prometheus, or host for the window's own chores); a procedure without it is
+    PostgreSQL's. The window plans and applies it on each chosen target of those kinds,
+    through that target's session."""
 
     name: ClassVar[str]
     destructive: ClassVar[bool]  # skipped when the pre-maintenance backup failed

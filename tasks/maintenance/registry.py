@@ -8,12 +8,14 @@ from __future__ import annotations
 from tasks.maintenance.analyze_stale import AnalyzeStale
 from tasks.maintenance.command import Command
 from tasks.maintenance.config_drift import ConfigDrift
+from tasks.maintenance.docker_cleanup import DockerCleanup
 from tasks.maintenance.idle_connections import IdleConnections
 from tasks.maintenance.log_archive import LogArchive
 from tasks.maintenance.procedure import Procedure
 from tasks.maintenance.query_baseline import QueryBaseline
 from tasks.maintenance.redis_cleanup import RedisCleanup
 from tasks.maintenance.reindex import InvalidIndexes, Reindex
+from tasks.maintenance.rollout_restart import RolloutRestart
 from tasks.maintenance.security_audit import SecurityAudit
 from tasks.maintenance.vacuum import Vacuum
 
@@ -30,4 +32,6 @@ PROCEDURES: dict[str, Procedure] = {
     "command": Command(),
     "config_drift": ConfigDrift(),
     "security_audit": SecurityAudit(),
+    "docker_cleanup": DockerCleanup(),
+    "rollout_restart": RolloutRestart(),
 }

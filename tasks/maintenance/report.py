@@ -7,6 +7,7 @@ Built from the ledger's records only, which never hold secrets.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +36,20 @@ def _header(run: MaintenanceRun, title: str) -> list[str]:
         f"- started {run.started_at:%Y-%m-%d %H:%M:%S} UTC; the window ends "
         f"{run.ends_at:%Y-%m-%d %H:%M:%S} UTC (its budget)",
     ]
+
+
+def diff_sections(actions: list[MaintenanceAction]) -> list[str]:
+    """A `diff` block per action that carries one (config_drift's changed text files; the
+    diff's secret-looking values are masked already, secret files have none)."""
+    lines: list[str] = []
+    for a in actions:
+        diff = a.before.get("diff")
+        if not isinstance(diff, str) or not diff:
+            continue
+        longest = max((len(run) for run in re.findall(r"`+", diff)), default=0)
+        fence = "`" * max(3, longest + 1)  # a diff holding ``` cannot close the block
+        lines += ["", f"### {cell(a.target)} {cell(_object(a))}", "", f"{fence}diff", diff, fence]
+    return ["", "## File changes since the last verified backup", *lines] if lines else []
 
 
 def plan_markdown(run: MaintenanceRun) -> str:
@@ -74,7 +89,7 @@ def plan_markdown(run: MaintenanceRun) -> str:
     text = "\n".join(lines) + "\n\n" + table
     if statements:
         text += "\n\n### Statements\n\n" + "\n".join(statements)
-    return text
+    return "\n".join([text, *diff_sections(run.actions)])
 
 
 def _figure(name: str, value: Any) -> str:
@@ -148,6 +163,7 @@ def window_markdown(run: MaintenanceRun) -> str:
                 [None, None, None, OBJECT_WIDTH, REASON_WIDTH, None],
             ),
         ]
+    lines += diff_sections(run.actions)
     figures = before_after_rows(run.actions)
     if figures:
         lines += [

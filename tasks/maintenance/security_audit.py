@@ -11,6 +11,16 @@ of the same target (new, still open, resolved). It changes nothing: every action
 - Redis: the default user without a password (ACL GETUSER, else requirepass);
   `protected-mode no` (critical with a non-loopback bind and no password); the default user
   allowed the dangerous commands (FLUSHALL, CONFIG, DEBUG, ...) without renaming or ACL.
+- HTTP targets: served over plain HTTP; TLS below 1.2 accepted, found by two handshakes
+  of our own, one with a context capped at TLS 1.1 and one capped at 1.2 (a TLS 1.3-only
+  server gets a third, uncapped): critical when nothing newer is accepted; a certificate
+  near expiry by the target's `tls_days` (warn under 30 days, critical under 7 or expired),
+  read from whichever handshake succeeded (a legacy-only server's too). A machine whose
+  OpenSSL cannot offer TLS 1.1 says so (info) rather than calling the server clean.
+- Files targets, walked as their backup walks them: world-writable files and folders
+  (folders with the sticky bit excepted; critical for a secret), and files that look like
+  secrets (`maintenance.config_drift.secret_files`: `.env`, `*secret*`, `*.key`) readable by
+  every user. Only names and modes are read, never a file's content.
 
 The object of a finding is stable (`hba host all all 0.0.0.0/0 trust`, `role-md5 bob`), so
 the next audit can tell what is new and what was resolved; one `(audit)` action per target
@@ -20,17 +30,29 @@ sums it up and marks that the audit ran even when it found nothing.
 from __future__ import annotations
 
 import ipaddress
+import socket
+import ssl
+import stat
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import psycopg
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from runbook.catalog.db import utcnow
 from runbook.catalog.maintenance import Figure, MaintenanceAction, Outcome
-from runbook.config import MaintenanceSettings, PostgresTarget
+from runbook.config import HttpTarget, MaintenanceSettings
+from runbook.config.core import Threshold
 from runbook.errors import PermanentError
+from runbook.systems.http import describe_failure, redact_url
+from tasks.maintenance.files import Entry, looks_secret, walk_entries
 from tasks.maintenance.procedure import MaintenanceSession, MeasureContext
-from tasks.maintenance.targets import POSTGRES, REDIS, RedisSession
+from tasks.maintenance.targets import FILES, HTTP, POSTGRES, REDIS, RedisSession, kind_of
 
 CRITICAL, WARN, INFO = "critical", "warn", "info"
 GRADES = (CRITICAL, WARN, INFO)
@@ -275,17 +297,203 @@ def _redis_facts(session: RedisSession) -> list[Finding]:
     return redis_findings(config, nopass, commands)
 
 
+# --- HTTP targets ----------------------------------------------------------------------------
+
+LEGACY = ("TLSv1", "TLSv1.1", "SSLv3")
+TLS_REMEDY = (
+    "accept TLS 1.2 and 1.3 only (nginx: ssl_protocols TLSv1.2 TLSv1.3; Apache: SSLProtocol "
+    "-all +TLSv1.2 +TLSv1.3; HAProxy: ssl-min-ver TLSv1.2), then reload the server"
+)
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """One TLS handshake of ours: the version agreed and the server's certificate (DER), or
+    why the server refused it."""
+
+    version: str | None
+    certificate: bytes | None = None
+    refused: str | None = None
+    unsupported_here: bool = False  # this machine's OpenSSL cannot offer those versions
+
+
+def handshake(
+    host: str, port: int, timeout: float, lowest: ssl.TLSVersion, highest: ssl.TLSVersion | None
+) -> Handshake:
+    """A handshake offering only `lowest`..`highest`, the certificate not verified (an
+    expired or self-signed one is still read). Raises OSError when no connection is made."""
+    try:
+        with warnings.catch_warnings():  # TLSv1/TLSv1_1 are deprecated: that is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")  # offer what an old server would take
+            context.minimum_version = lowest
+            if highest is not None:
+                context.maximum_version = highest
+    except (ValueError, ssl.SSLError) as exc:
+        return Handshake(None, refused=str(exc), unsupported_here=True)
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                return Handshake(tls.version(), tls.getpeercert(binary_form=True))
+        except ssl.SSLError as exc:
+            reason = exc.reason or str(exc)
+            here = reason in ("NO_PROTOCOLS_AVAILABLE", "NO_SUITABLE_SIGNATURE_ALGORITHM")
+            return Handshake(None, refused=reason, unsupported_here=here)
+
+
+def _crossed(value: float, level: float | None, op: str) -> bool:
+    if level is None:
+        return False
+    beyond = value > level if op.startswith(">") else value < level
+    return beyond or (op.endswith("=") and value == level)
+
+
+def certificate_finding(
+    certificate: x509.Certificate, limits: Threshold, now: datetime
+) -> Finding | None:
+    """A finding when the certificate is expired or within the target's `tls_days`."""
+    not_after = certificate.not_valid_after_utc
+    days = (not_after - now).total_seconds() / 86400
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    who = f"certificate CN={names[0].value}" if names else "the certificate"
+    when = f"notAfter {not_after:%Y-%m-%d %H:%M} UTC"
+    if days < 0:
+        grade, text = CRITICAL, f"{who} expired {-days:.1f} days ago ({when})"
+    elif _crossed(days, limits.critical, limits.op):
+        grade, text = CRITICAL, f"{who} expires in {days:.1f} days ({when})"
+    elif _crossed(days, limits.warn, limits.op):
+        grade, text = WARN, f"{who} expires in {days:.1f} days ({when})"
+    else:
+        return None
+    return Finding(
+        "certificate expiry",
+        grade,
+        text,
+        "renew it (certbot renew, or your CA) and reload the server before it expires",
+    )
+
+
+def tls_findings(legacy: Handshake, tls12: Handshake, newest: Handshake | None) -> list[Finding]:
+    """From the handshake capped at TLS 1.1, the one capped at 1.2, and (when that failed)
+    an uncapped one. Pure."""
+    modern = tls12.version or (newest.version if newest else None)
+    if legacy.version in LEGACY:
+        return [
+            Finding(
+                "tls below 1.2",
+                WARN if modern else CRITICAL,
+                f"the server accepts {legacy.version} (TLS below 1.2 is deprecated, RFC 8996)"
+                + ("" if modern else "; it accepts nothing newer"),
+                TLS_REMEDY,
+            )
+        ]
+    if legacy.unsupported_here:
+        return [
+            Finding(
+                "tls below 1.2 unprobed",
+                INFO,
+                "this machine's OpenSSL cannot offer TLS 1.0/1.1, so whether the server "
+                f"accepts them is unknown ({legacy.refused})",
+                "probe it from a machine that can: openssl s_client -tls1_1 -connect HOST:PORT",
+            )
+        ]
+    return []
+
+
+def http_findings(target: HttpTarget, now: datetime) -> list[Finding]:
+    """Plain HTTP, TLS versions and the certificate of an HTTP target's URL."""
+    parts = urlsplit(target.url)
+    shown = redact_url(target.url)
+    if parts.scheme == "http":
+        return [
+            Finding(
+                "plain http",
+                WARN,
+                f"{shown} is served over plain HTTP: requests and answers (tokens, cookies, "
+                "data) cross the network readable and alterable",
+                "serve it over HTTPS (TLS 1.2 or newer) and point the target's url at https://",
+            )
+        ]
+    host, port = parts.hostname or "", parts.port or 443
+    timeout = target.timeout.total_seconds()
+    try:
+        legacy = handshake(host, port, timeout, ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)
+        tls12 = handshake(host, port, timeout, ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
+        newest = None  # a TLS 1.3-only server: one more handshake, uncapped
+        if tls12.version is None:
+            newest = handshake(host, port, timeout, ssl.TLSVersion.TLSv1_2, None)
+    except OSError as exc:
+        raise PermanentError(
+            f"{shown}: cannot audit TLS: {describe_failure(exc, timeout, host)}"
+        ) from None
+    found = tls_findings(legacy, tls12, newest)
+    der = tls12.certificate or (newest.certificate if newest else None) or legacy.certificate
+    if der is None:
+        refused = (newest or tls12).refused
+        raise PermanentError(f"{shown}: no TLS handshake succeeded ({refused})")
+    expiry = certificate_finding(x509.load_der_x509_certificate(der), target.tls_days, now)
+    return found + ([expiry] if expiry else [])
+
+
+# --- files targets ---------------------------------------------------------------------------
+
+
+def files_findings(entries: Iterable[Entry], secret_files: list[str]) -> list[Finding]:
+    """World-writable entries and secret-looking files readable by every user, from the
+    entries' modes (lstat: links are skipped, their mode means nothing). Pure."""
+    found = []
+    for entry in entries:
+        mode = entry.info.st_mode
+        if stat.S_ISLNK(mode):
+            continue
+        bits = stat.S_IMODE(mode)
+        path = str(entry.path)
+        secret = stat.S_ISREG(mode) and looks_secret(path, secret_files)
+        folder = stat.S_ISDIR(mode)
+        if bits & stat.S_IWOTH and not (folder and bits & stat.S_ISVTX):
+            what = "folder" if folder else ("secret file" if secret else "file")
+            found.append(
+                Finding(
+                    f"world-writable {path}",
+                    CRITICAL if secret else WARN,
+                    f"{what} {path} is writable by every user (mode {bits:04o})",
+                    f"chmod o-w {path}",
+                )
+            )
+        if secret and bits & stat.S_IROTH:
+            found.append(
+                Finding(
+                    f"secret readable {path}",
+                    WARN,
+                    f"{path} looks like a secret (config_drift.secret_files) and every user "
+                    f"may read it (mode {bits:04o})",
+                    f"chmod o-r {path} (600 for a secret), then rotate what it holds if "
+                    "others could log in",
+                )
+            )
+    return found
+
+
 class SecurityAudit:
     name: ClassVar[str] = "security_audit"
     destructive: ClassVar[bool] = False
-    kinds: ClassVar[tuple[str, ...]] = (POSTGRES, REDIS)
+    kinds: ClassVar[tuple[str, ...]] = (POSTGRES, REDIS, HTTP, FILES)
 
     def measure(self, context: MeasureContext) -> AuditFacts:
-        if isinstance(context.target, PostgresTarget):
+        kind = kind_of(context.target)
+        if kind == POSTGRES:
             allowed = context.settings.security_audit.allowed_superusers
             findings = postgres_findings(context.session, allowed)
-        else:
+        elif kind == REDIS:
             findings = _redis_facts(context.session)
+        elif kind == HTTP:
+            findings = http_findings(context.target, datetime.now(UTC))
+        else:
+            secret_files = context.settings.config_drift.secret_files
+            findings = files_findings(walk_entries(context.target), secret_files)
         previous = context.ledger.latest(context.target.name, self.name)
         return AuditFacts(findings, f"{utcnow():%Y-%m-%d %H:%M:%S} UTC", previous)
 

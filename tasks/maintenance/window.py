@@ -43,7 +43,14 @@ from tasks.maintenance.run import (
     call_step,
     recorded_window,
 )
-from tasks.maintenance.targets import HOST, HOST_TARGET, MaintenanceTarget, kind_of, kinds_of
+from tasks.maintenance.targets import (
+    HOST,
+    HOST_TARGET,
+    MaintenanceTarget,
+    find_target,
+    kind_of,
+    kinds_of,
+)
 
 PLAN_ARTIFACT = "maintenance-plan"
 
@@ -60,7 +67,7 @@ class WindowChoice:
 
 def _target_of(config: Config, name: str, needed: set[str]) -> MaintenanceTarget:
     """A target the operator named, if a chosen procedure applies to its kind."""
-    target = config.target(name)  # an unknown name fails here
+    target = find_target(config, name)  # an unknown name fails here
     kind = kind_of(target)
     if kind not in needed:
         raise RunbookError(

@@ -263,7 +263,7 @@ def test_runbook_maintenance_commands_print_json_and_plain_text_with_exit_codes(
     count = len(MaintenanceLog(open_runtime(config).catalog).list())
     for args, message in [
         (["run", "--window", "nightly"], "unknown maintenance window 'nightly'"),
-        (["plan", "-t", "nope"], "unknown backup target 'nope'"),
+        (["plan", "-t", "nope"], "unknown target 'nope'"),
         (["run", "-p", "defrag"], "unknown maintenance procedure 'defrag'"),
         (["show", "no-such-run"], "unknown maintenance run id 'no-such-run'"),
     ]:

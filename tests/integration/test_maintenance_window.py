@@ -471,7 +471,7 @@ def test_the_next_window_closes_a_crashed_one_and_expires_its_silence(
     ("window", "targets", "procedures", "error", "message"),
     [
         ("nightly", [], [], NotFoundError, "unknown maintenance window 'nightly' (maintenance"),
-        ("weekly", ["nope"], [], NotFoundError, "unknown backup target 'nope'"),
+        ("weekly", ["nope"], [], NotFoundError, "unknown target 'nope'"),
         ("weekly", ["cache"], [], RunbookError, "'cache' is a redis target"),
         ("weekly", [], ["defrag"], RunbookError, "unknown maintenance procedure 'defrag'"),
     ],
