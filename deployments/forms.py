@@ -25,8 +25,7 @@ def parameter_choices(flow_name: str, config: Any) -> dict[str, list[str]]:
             "schedule": ["", DEFAULT_SCHEDULE, *config.backup.schedules],
         }
     if flow_name == "restore":
-        restorable = [t.name for t in config.backup_targets() if not isinstance(t, RedisTarget)]
-        return {"target": [""] + restorable}
+        return {"target": ["", *backup_targets]}  # PostgreSQL, files, Redis: all restore
     if flow_name == "diagnose":
         return {"targets": [p.target for p in plan_sections(config) if p.name not in CONTEXT]}
     if flow_name in ("verify-backups", "retention"):

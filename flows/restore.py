@@ -20,13 +20,20 @@ from prefect.states import Failed
 from pydantic import BaseModel
 
 from runbook.catalog import RestoreRecord
+from runbook.config import RedisTarget
 from runbook.errors import RunbookError, RunFailed
-from runbook.runtime import open_runtime
+from runbook.runtime import Runtime, open_runtime
 from tasks.restore.destination import dsn_with_password
 from tasks.restore.plan import Overwrite, RestoreRequest
 from tasks.restore.report import restore_markdown
 from tasks.restore.run import RestoreRun, run_restore
 from tasks.restore.tasks import as_task_run, log_to_prefect
+
+
+def _has_server(runtime: Runtime, target: str) -> bool:
+    """A Redis target with a configured restore server needs no `into`."""
+    found = runtime.config.target(target)
+    return isinstance(found, RedisTarget) and found.restore.server is not None
 
 
 class RestoreSummary(BaseModel):
@@ -48,24 +55,30 @@ def restore(
     measure the RTO. Does nothing without a target and a destination.
 
     Args:
-        target: The PostgreSQL or files target whose backup to restore (runbook.yaml).
+        target: The target whose backup to restore (runbook.yaml): PostgreSQL, files, Redis,
+            Prometheus TSDB or Kubernetes objects.
         into: Where to: a PostgreSQL DSN (a new database is created; an existing one must be
             empty) without a password (set RUNBOOK_RESTORE_PASSWORD on the worker, or use
-            ~/.pgpass), or a folder for a files target. Required.
+            ~/.pgpass), a folder for a files, Prometheus or Kubernetes objects target (the
+            files, a TSDB data dir, YAML to apply), or for a Redis target a folder (the RDB
+            and the steps to load it) or redis://host:port of an empty server to load it into
+            (password likewise in RUNBOOK_RESTORE_PASSWORD). Required, except for a Redis
+            target with restore.server configured.
         backup: "latest" (the newest verified backup, falling back past a corrupt one) or a
             backup id from `runbook backups list`.
         schema_name: Restore only this schema (its per-schema archive when the backup has one).
         overwrite: "no"; "clean" to drop and recreate what the backup holds in a non-empty
-            destination; "replace-source" to restore into the backup's own source database;
+            destination (Redis: FLUSHALL first); "replace-source" to restore into the
+            backup's own source database (or Redis server);
             "in-place" to write a files backup over its original paths. Each needs confirm.
         confirm: Yes, overwrite as asked (the CLI's --yes).
         jobs: Parallel pg_restore jobs.
     """
-    if not target or not into and overwrite != "in-place":
+    runtime = open_runtime() if target else None
+    if runtime is None or not into and overwrite != "in-place" and not _has_server(runtime, target):
         raise RunbookError(
             "restore needs a target and `into` (a DSN or a folder): nothing was done"
         )
-    runtime = open_runtime()
     request = RestoreRequest(
         target=target,
         into=dsn_with_password(into) if into else "",

@@ -3,7 +3,9 @@
 1. Pick the backups: the given ids, or the newest committed backup of each target (or of one).
 2. Read every artifact back from storage; compare size and sha256 with the manifest; decode it;
    inspect its content (pg_restore --list, RDB framing, tar structure).
-3. Record verified or corrupt (with the exact damage) in the catalog; publish a report.
+3. Record verified or corrupt (with the exact damage) in the catalog; publish a report; push
+   the targets' backup metrics to the Pushgateway when one is configured (a failed push
+   is a warning).
 4. The run ends Failed when any backup does not match.
 """
 
@@ -17,6 +19,7 @@ from pydantic import BaseModel
 from runbook.catalog import COMMITTED
 from runbook.errors import NotFoundError, RunFailed
 from runbook.runtime import open_runtime
+from tasks.backups.metrics import push_backup_metrics
 from tasks.backups.report import verification_report_markdown
 from tasks.backups.tasks import verify_backup_task
 from tasks.backups.verify import VerificationReport
@@ -61,6 +64,9 @@ def verify_backups(
         key="verification-report",
         description="Backup verification",
     )
+    if runtime.config.notifications.pushgateway is not None:
+        verified = [runtime.catalog.get_backup(r.backup_id).target for r in reports]
+        push_backup_metrics(config_path, verified)  # a warning if it fails
     if not summary.ok:
         bad = [r.backup_id for r in reports if not r.ok]
         message = f"backup(s) do not match their manifests: {', '.join(bad)}"

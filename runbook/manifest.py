@@ -57,7 +57,7 @@ class Manifest(BaseModel):
     version: int = VERSION
     backup_id: str
     target: str
-    kind: Literal["postgres", "redis", "files"]
+    kind: Literal["postgres", "redis", "files", "prometheus", "kubernetes"]
     started_at: datetime
     finished_at: datetime
     artifacts: list[ManifestArtifact]
@@ -65,6 +65,10 @@ class Manifest(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     tools: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)  # e.g. a file that vanished mid-backup
+    # `runbook backup --label/--keep-until` (runbook.pins); written only when set, so the
+    # manifests of unlabelled backups keep their shape
+    label: str | None = None
+    keep_until: datetime | None = None
 
     @property
     def key(self) -> str:
@@ -80,7 +84,11 @@ class Manifest(BaseModel):
 
     def to_json(self) -> bytes:
         """The manifest's bytes as a backup writes them into storage (and seals them)."""
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False).encode()
+        data = self.model_dump(mode="json")
+        for optional in ("label", "keep_until"):
+            if data[optional] is None:
+                del data[optional]
+        return json.dumps(data, indent=2, sort_keys=False).encode()
 
     def seal(self) -> ManifestSeal:
         """The seal of `to_json()`: what a backup records in the catalog when it commits."""

@@ -50,6 +50,7 @@ from sqlalchemy.orm import (
 from runbook.catalog.db import Base, UTCDateTime, make_engine, migrate, utcnow
 from runbook.errors import NotFoundError
 from runbook.manifest import Manifest, ManifestSeal, StoredArtifact
+from runbook.pins import Pin
 
 
 class BackupStatus(enum.StrEnum):
@@ -121,6 +122,8 @@ class BackupRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     failed_step: Mapped[str | None] = mapped_column(String(32), nullable=True)  # BackupStep
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    label: Mapped[str | None] = mapped_column(String(63), nullable=True)  # runbook.pins
+    keep_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # pin
 
     artifacts: Mapped[list[ArtifactRow]] = relationship(
         back_populates="backup", cascade="all, delete-orphan", order_by="ArtifactRow.id"
@@ -188,6 +191,8 @@ class BackupRecord(BaseModel):
     error: str | None = None
     failed_step: BackupStep | None = None  # the step a failed, locked or corrupt backup failed in
     flow_run_id: str | None = None
+    label: str | None = None  # a name for people (`runbook backup --label`)
+    keep_until: datetime | None = None  # pinned: retention keeps it until then
     artifacts: list[ArtifactRecord] = []
 
     @property
@@ -238,6 +243,9 @@ def _stored_from(
         "bytes_stored": sum(a.bytes for a in manifest.artifacts),
         "bytes_logical": sum(a.logical_bytes for a in manifest.artifacts),
         "manifest_key": manifest.key,
+        # the manifest carries the label and pin, so they survive a catalog rebuilt from storage
+        "label": manifest.label,
+        "keep_until": manifest.keep_until,
         **_sealed(seal),
     }
     facts = set(StoredArtifact.model_fields)
@@ -296,9 +304,12 @@ class Catalog:
         storage: str,
         started_at: datetime,
         flow_run_id: str | None = None,
+        pin: Pin | None = None,
     ) -> BackupRecord:
         """An attempt at a backup begins: a new row, or the next attempt of a failed one
-        (a retry after a transient fault), counted in `attempts`."""
+        (a retry after a transient fault), counted in `attempts`; `pin` its label and the
+        moment retention keeps it until."""
+        pin = pin or Pin()
 
         def new() -> BackupRow:
             return BackupRow(
@@ -315,7 +326,13 @@ class Catalog:
         def next_attempt(_session: Session, row: BackupRow) -> None:
             row.attempts = (row.attempts or 0) + 1
 
-        changes = {"started_at": started_at, "finished_at": None, "error": None}
+        changes = {
+            "started_at": started_at,
+            "finished_at": None,
+            "error": None,
+            "label": pin.label,
+            "keep_until": pin.keep_until,
+        }
         return self._move(
             backup_id, "start", {**changes, "failed_step": None}, new=new, edit=next_attempt
         )
@@ -477,11 +494,14 @@ class Catalog:
         statuses: set[BackupStatus] | frozenset[BackupStatus] | None = None,
         include_deleted: bool = False,
         limit: int | None = None,
+        label: str | None = None,
     ) -> list[BackupRecord]:
         """Newest first."""
         query = select(BackupRow).order_by(BackupRow.started_at.desc(), BackupRow.id.desc())
         if target:
             query = query.where(BackupRow.target == target)
+        if label:
+            query = query.where(BackupRow.label == label)
         if statuses:
             query = query.where(BackupRow.status.in_([s.value for s in statuses]))
         elif not include_deleted:
@@ -515,6 +535,18 @@ class Catalog:
             .order_by(VerificationRow.id)
         )
         return self._verifications(query)
+
+    def latest_verification(self, target: str) -> VerificationRecord | None:
+        """The newest verification of any of the target's backups (the Pushgateway metrics)."""
+        query = (
+            select(VerificationRow)
+            .join(BackupRow, BackupRow.id == VerificationRow.backup_id)
+            .where(BackupRow.target == target)
+            .order_by(VerificationRow.finished_at.desc(), VerificationRow.id.desc())
+            .limit(1)
+        )
+        found = self._verifications(query)
+        return found[0] if found else None
 
     def _verifications(self, query: Any) -> list[VerificationRecord]:
         with self.session() as session:

@@ -89,6 +89,8 @@ class RestoreRow(Base):
     checks: Mapped[str] = mapped_column(Text, default="[]")  # JSON: [{name, ok, detail}]
     hooks: Mapped[str] = mapped_column(Text, default="[]")  # JSON: [{name, ok, detail}]
     plan: Mapped[str] = mapped_column(Text, default="[]")  # JSON: the plan's actions
+    # JSON: what the operator does next (a Redis RDB written to a folder: load it)
+    next_steps: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The step a running restore is in; once it failed or was interrupted, that step.
     failed_step: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -116,6 +118,7 @@ class RestoreResults(BaseModel):
     checks: list[RestoreCheck] = []
     hooks: list[RestoreCheck] = []
     plan: list[str] = []
+    next_steps: list[str] = []  # what the operator does next, in order
     failed_step: RestoreStep | None = None  # the first step with a failing check or hook
 
     def add(self, step: RestoreStep, checks: list[RestoreCheck]) -> None:
@@ -151,6 +154,7 @@ class RestoreRecord(BaseModel):
     checks: list[RestoreCheck] = []
     hooks: list[RestoreCheck] = []
     plan: list[str] = []
+    next_steps: list[str] = []
     error: str | None = None
     failed_step: RestoreStep | None = None
     host: str
@@ -164,7 +168,7 @@ class RestoreRecord(BaseModel):
 
 def _record(row: RestoreRow) -> RestoreRecord:
     data = {c.key: getattr(row, c.key) for c in RestoreRow.__table__.columns}
-    for column in ("timings", "checks", "hooks", "plan"):
+    for column in ("timings", "checks", "hooks", "plan", "next_steps"):
         data[column] = json.loads(getattr(row, column) or ("{}" if column == "timings" else "[]"))
     if row.status in (RestoreStatus.RESTORED, RestoreStatus.REFUSED):
         data["failed_step"] = None
@@ -180,6 +184,7 @@ def _result_columns(results: RestoreResults) -> dict[str, Any]:
         "checks": json.dumps([c.model_dump() for c in results.checks]),
         "hooks": json.dumps([h.model_dump() for h in results.hooks]),
         "plan": json.dumps(results.plan),
+        "next_steps": json.dumps(results.next_steps),
     }
 
 
@@ -198,8 +203,10 @@ class RestoreLog:
         with self.catalog.session() as session:
             if session.get(RestoreRow, record.id) is not None:
                 raise RestoreTransitionError(f"restore {record.id} was already started")
-            data = record.model_dump(exclude={"timings", "checks", "hooks", "plan"})
-            row = RestoreRow(**data, timings="{}", checks="[]", hooks="[]", plan="[]")
+            data = record.model_dump(exclude={"timings", "checks", "hooks", "plan", "next_steps"})
+            row = RestoreRow(
+                **data, timings="{}", checks="[]", hooks="[]", plan="[]", next_steps="[]"
+            )
             session.add(row)
             session.flush()
             return _record(row)

@@ -36,10 +36,30 @@ def backup(
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Skip the read-back verification (not recommended).")
     ] = False,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            "--label",
+            help="A name for these backups, e.g. emergency-20261201-2207 (letters, digits, "
+            ". _ : + -), shown in `runbook backups list`.",
+        ),
+    ] = None,
+    keep_until: Annotated[
+        str | None,
+        typer.Option(
+            "--keep-until",
+            help="Pin the backups: retention keeps them until this date (2026-12-31, through "
+            "that day UTC), moment (2026-12-31T18:00Z) or duration from now (7d, 2w).",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Back up targets now and verify each backup by reading it back from storage."""
+    from runbook.catalog import utcnow
+    from runbook.pins import parse_pin
+
+    pin = parse_pin(label, keep_until, utcnow())  # bad input: exit 2 naming the option
     path = config_path_of(config)
     cfg, _catalog = open_catalog(config)  # a bad catalog fails here, before Prefect starts
     cfg.select_targets(target)  # unknown names fail here, before Prefect starts
@@ -48,7 +68,14 @@ def backup(
     start_prefect_early()
     from flows.backup import backup as backup_flow
 
-    _completed, summary = run_flow(backup_flow, path, targets=target or [], verify=not no_verify)
+    _completed, summary = run_flow(
+        backup_flow,
+        path,
+        targets=target or [],
+        verify=not no_verify,
+        label=pin.label or "",
+        keep_until=pin.keep_until.isoformat() if pin.keep_until else "",
+    )
     if as_json:
         emit_json({"ok": summary.ok, "backups": [_backup_json(b) for b in summary.backups]})
     else:
@@ -63,23 +90,24 @@ def _backup_json(record: Any) -> dict[str, Any]:
 def _print_backups(records: list[Any]) -> None:
     from rich.table import Table
 
+    from runbook.catalog import utcnow
     from runbook.formatting import backup_error, human_bytes, ratio
+    from runbook.pins import format_moment
 
+    labelled = any(r.label or r.keep_until for r in records)
     table = Table(show_lines=False)
-    for column in (
-        "id",
-        "target",
-        "kind",
-        "status",
-        "finished (UTC)",
-        "stored",
-        "ratio",
-        "artifacts",
-    ):
+    columns = ["id", "target", "kind", "status", "finished (UTC)", "stored", "ratio", "artifacts"]
+    for column in columns + (["label", "pinned until"] if labelled else []):
         table.add_column(column)
+    now = utcnow()
     for r in records:
         status = r.status.value
         style = {"verified": "green", "stored": "yellow"}.get(status, "red")
+        pin = []
+        if labelled:
+            expired = r.keep_until is not None and r.keep_until <= now
+            until = format_moment(r.keep_until) + (" (expired)" if expired else "")
+            pin = [plain(r.label or "-"), until]
         table.add_row(
             plain(r.id),
             plain(r.target),
@@ -89,6 +117,7 @@ def _print_backups(records: list[Any]) -> None:
             human_bytes(r.bytes_stored),
             ratio(r.bytes_logical, r.bytes_stored),
             str(len(r.artifacts)),
+            *pin,
         )
     console = make_console()
     console.print(table)
@@ -110,17 +139,25 @@ def backups_list(
         ),
     ] = False,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    label: Annotated[
+        str | None, typer.Option("--label", help="Only the backups with this label.")
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List backups from the catalog (newest first). Does not start Prefect."""
+    """List backups from the catalog (newest first), with their labels and pins. Does not
+    start Prefect."""
     from runbook.catalog import COMMITTED
 
     cfg, catalog = open_catalog(config)
     if target:
         cfg.target(target)
     records = catalog.list_backups(
-        target=target, statuses=None if all_ else COMMITTED, include_deleted=all_, limit=limit
+        target=target,
+        statuses=None if all_ else COMMITTED,
+        include_deleted=all_,
+        limit=limit,
+        label=label,
     )
     if as_json:
         emit_json({"backups": [_backup_json(r) for r in records]})

@@ -78,6 +78,10 @@ def _print_restore(r: dict) -> None:
             console.print(f"  {mark} {plain(c['name'])}: {plain(c['detail'])}")
     if r["error"]:
         console.print(f"  [red]error[/]: {plain(r['error'])}")
+    if r["next_steps"] and r["status"] == "restored":
+        console.print("Next steps:")
+        for number, step in enumerate(r["next_steps"], start=1):
+            console.print(f"  {number}. {plain(step)}")
 
 
 @app.command()
@@ -86,7 +90,11 @@ def restore(
     target: Annotated[str, typer.Option("--target", "-t", help="The target to restore.")],
     into: Annotated[
         str | None,
-        typer.Option(help="A PostgreSQL DSN (new or empty database) or a folder (files)."),
+        typer.Option(
+            help="A PostgreSQL DSN (new or empty database), a folder (files, Prometheus TSDB, "
+            "Kubernetes YAML; Redis: the RDB and the steps to load it) or redis://host:port "
+            "(an empty server to load into)."
+        ),
     ] = None,
     backup_: Annotated[
         str, typer.Option("--backup", help="'latest' (newest verified) or a backup id")
@@ -95,12 +103,16 @@ def restore(
     clean: Annotated[
         bool,
         typer.Option(
-            "--clean", help="Into a non-empty destination: replace what the backup holds."
+            "--clean",
+            help="Into a non-empty destination: replace what the backup holds (Redis: "
+            "FLUSHALL first).",
         ),
     ] = False,
     replace_source: Annotated[
         bool,
-        typer.Option("--replace-source", help="Into the backup's own source database (confirm)."),
+        typer.Option(
+            "--replace-source", help="Into the backup's own source database or server (confirm)."
+        ),
     ] = False,
     in_place: Annotated[
         bool, typer.Option("--in-place", help="Files: over their original paths (confirm).")
@@ -116,6 +128,7 @@ def restore(
     from runbook.secrets import split_dsn
     from tasks.restore.destination import PASSWORD_ENV
     from tasks.restore.plan import RestoreRequest
+    from tasks.restore.redis import split_url_password
     from tasks.restore.report import restore_json
     from tasks.restore.run import RestoreRun, preflight
 
@@ -136,7 +149,11 @@ def restore(
     checked = preflight(RestoreRun(runtime.config, runtime.catalog, runtime.storage, request))
     _confirm_or_refuse(checked.plan.confirm, checked.plan.actions, yes)
     param_into = into or ""
-    if into and ("://" in into or "=" in into):
+    if into and into.startswith(("redis://", "rediss://")):
+        param_into, password = split_url_password(into)
+        if password:  # never a flow parameter: Prefect stores those
+            os.environ[PASSWORD_ENV] = password
+    elif into and ("://" in into or "=" in into):
         param_into, password = split_dsn(into)
         if password:  # never a flow parameter: Prefect stores those
             os.environ[PASSWORD_ENV] = password

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from runbook.config.core import Duration, Model
 from runbook.config.maintenance import HttpCall
@@ -38,3 +39,23 @@ class RestoreSettings(Model):
         default_factory=list, description="after the restore, in order, always"
     )
     jobs: int = Field(default=2, ge=1, le=64, description="pg_restore parallel jobs")
+
+
+class RedisRestoreSettings(RestoreSettings):
+    """A Redis target's restore: its hooks, and the server a restore loads the RDB into
+    when `--into` is not given (never the target's own server unless --replace-source)."""
+
+    server: SecretStr | None = Field(
+        default=None,
+        description="redis://[user:password@]host:port of the server `runbook restore` loads "
+        "the RDB into by default (e.g. a standby); empty: --into is required",
+    )
+
+    @field_validator("server")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+                raise ValueError("expected redis://[user:password@]host:port or rediss://...")
+        return value

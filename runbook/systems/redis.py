@@ -522,3 +522,78 @@ def scratch_redis(rdb: Path, folder: Path) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- loading an RDB into a running server (restore) ------------------------------------------
+
+
+def server_run_id(target: RedisTarget) -> str | None:
+    """The server's run_id (INFO server): two URLs that reach the same process share it."""
+    with connect(endpoint_of(target)) as conn:
+        conn.send("INFO", "server")
+        try:
+            info = conn.reply()
+        except ErrorReply as exc:
+            raise command_error(conn, "INFO", str(exc)) from None
+    fields = parse_info(info.decode(errors="replace")) if isinstance(info, bytes) else {}
+    return fields.get("run_id")
+
+
+def flush_all(target: RedisTarget) -> None:
+    """FLUSHALL: every key of every database goes (a restore's --clean)."""
+    with connect(endpoint_of(target)) as conn:
+        conn.send("FLUSHALL")
+        try:
+            conn.reply()
+        except ErrorReply as exc:
+            raise command_error(conn, "FLUSHALL", str(exc)) from None
+
+
+def _pipeline(conn: Connection, commands: list[tuple[str | bytes, ...]], name: str) -> list[Any]:
+    """Send `commands` at once, then read their replies in order; the first error raises."""
+    for command in commands:
+        conn.send(*command)
+    replies, error = [], None
+    for _ in commands:
+        try:
+            replies.append(conn.reply())
+        except ErrorReply as exc:  # read every reply first: the connection stays in step
+            error = error or exc
+            replies.append(None)
+    if error is not None:
+        raise command_error(conn, name, str(error))
+    return replies
+
+
+def copy_keys(source: RedisTarget, destination: RedisTarget, batch: int = 500) -> dict[str, int]:
+    """Every key of every database of `source` into the same database of `destination`
+    (DUMP + PTTL there, RESTORE ... REPLACE here, a batch at a time, TTLs kept); returns the
+    keys written per database ("db0": 25). The RDB payloads need a destination of the same
+    or a newer Redis version, as for replication."""
+    copied: dict[str, int] = {}
+    with connect(endpoint_of(source)) as reader, connect(endpoint_of(destination)) as writer:
+        reader.send("INFO", "keyspace")
+        databases = _keyspace(parse_info(reader.reply().decode(errors="replace")), "keys")
+        for db in sorted(databases, key=lambda name: int(name[2:])):
+            number = db[2:]
+            _pipeline(reader, [("SELECT", number)], "SELECT")
+            _pipeline(writer, [("SELECT", number)], "SELECT")
+            seen: set[bytes] = set()
+            cursor = b"0"
+            while True:
+                reply = _pipeline(reader, [("SCAN", cursor, "COUNT", str(batch))], "SCAN")[0]
+                cursor, keys = reply[0], [k for k in reply[1] if k not in seen]
+                seen.update(keys)
+                dumped = _pipeline(
+                    reader, [c for k in keys for c in (("DUMP", k), ("PTTL", k))], "DUMP"
+                )
+                writes = []
+                for key, payload, ttl in zip(keys, dumped[::2], dumped[1::2], strict=True):
+                    if payload is None or ttl == -2:  # expired since the SCAN
+                        continue
+                    writes.append(("RESTORE", key, str(max(ttl, 0)), payload, "REPLACE"))
+                _pipeline(writer, writes, "RESTORE")
+                copied[db] = copied.get(db, 0) + len(writes)
+                if cursor == b"0":
+                    break
+    return copied

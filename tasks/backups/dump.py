@@ -16,15 +16,21 @@ import hashlib
 import logging
 import os
 import queue
+import shutil
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from runbook import __version__
 from runbook.catalog import BackupRecord, BackupStep, Catalog, utcnow
@@ -33,7 +39,9 @@ from runbook.config import (
     BackupSettings,
     Config,
     FilesTarget,
+    KubernetesObjectsTarget,
     PostgresTarget,
+    PrometheusTsdbTarget,
     RedisTarget,
     TargetConfig,
 )
@@ -46,10 +54,12 @@ from runbook.manifest import (
     backup_prefix,
     manifest_key,
 )
+from runbook.pins import Pin
 from runbook.secrets import redact, split_dsn, target_secrets
 from runbook.stopping import run_interruptibly, stop_reason
 from runbook.storage import Storage, StorageError
 from runbook.streams import ProcessStream, ZstdEncoder
+from runbook.systems.http import redact_url
 from runbook.systems.pg_tools import client_env, pick_binary
 from runbook.systems.postgres import (
     connect,
@@ -59,6 +69,7 @@ from runbook.systems.postgres import (
     schema_fingerprint,
     server_facts,
 )
+from runbook.systems.prometheus_tsdb import TsdbAdmin, remove_snapshot, snapshot_folder
 from runbook.systems.redis import redis_facts, stream_rdb
 
 log = logging.getLogger("runbook.backup")
@@ -280,19 +291,16 @@ def dump_files(
     if missing:
         with step(BackupStep.CONNECT):
             raise PermanentError(f"target {target.name}: path {missing[0]} does not exist")
-    stats: dict[str, int] = {"files": 0, "bytes": 0}
     warnings: list[str] = []
-    checksums: list[dict[str, Any]] = []
-    chunks = stream_tar(target.paths, target.exclude, stats, warnings, checksums)
-    if not target.allow_empty:
-        chunks = _refuse_empty(chunks, stats, target)
-    artifact = store_artifact(
+    artifact, stats, checksums = store_tar(
+        target,
         storage,
-        artifact_key(target.name, backup_id, "files", "tar"),
-        "files",
-        "tar",
-        chunks,
+        backup_id,
         settings,
+        lambda stats, checksums: stream_tar(
+            target.paths, target.exclude, stats, warnings, checksums
+        ),
+        None if target.allow_empty else "",
     )
     for warning in warnings:
         log.warning("target %s: %s", target.name, warning)
@@ -312,16 +320,49 @@ def dump_files(
     )
 
 
+def store_tar(
+    target: FilesTarget | PrometheusTsdbTarget | KubernetesObjectsTarget,
+    storage: Storage,
+    backup_id: str,
+    settings: BackupSettings,
+    tar: Callable[[dict[str, int], list[dict[str, Any]]], Iterable[bytes]],
+    refuse_empty: str | None,
+) -> tuple[ManifestArtifact, dict[str, int], list[dict[str, Any]]]:
+    """Stream `tar(stats, checksums)` into the target's `files` artifact; (artifact, stats,
+    per-file checksums). With `refuse_empty` not None an archive holding no file fails before
+    storage commits it, saying why ("" = the target's paths hold none)."""
+    stats: dict[str, int] = {"files": 0, "bytes": 0}
+    checksums: list[dict[str, Any]] = []
+    chunks = tar(stats, checksums)
+    if refuse_empty is not None:
+        chunks = _refuse_empty(chunks, stats, target, refuse_empty)
+    artifact = store_artifact(
+        storage,
+        artifact_key(target.name, backup_id, "files", "tar"),
+        "files",
+        "tar",
+        chunks,
+        settings,
+    )
+    return artifact, stats, checksums
+
+
 def _refuse_empty(
-    chunks: Iterable[bytes], stats: dict[str, int], target: FilesTarget
+    chunks: Iterable[bytes],
+    stats: dict[str, int],
+    target: FilesTarget | PrometheusTsdbTarget | KubernetesObjectsTarget,
+    why: str = "",
 ) -> Iterator[bytes]:
     """Pass the tar through; raise at its end, before storage commits it, if it holds no file."""
     yield from chunks
     if not stats.get("files"):
+        what = why or (
+            f"the archive has no files (paths {', '.join(str(p) for p in target.paths)} hold "
+            "none after exclude)"
+        )
         raise PermanentError(
-            f"target {target.name}: the archive has no files (paths "
-            f"{', '.join(str(p) for p in target.paths)} hold none after exclude); set "
-            "allow_empty: true on the files target if an empty backup is expected"
+            f"target {target.name}: {what}; set allow_empty: true on the target if an empty "
+            "backup is expected"
         )
 
 
@@ -385,8 +426,10 @@ def stream_tar(
     stats: dict[str, int] | None = None,
     warnings: list[str] | None = None,
     checksums: list[dict[str, Any]] | None = None,
+    relative_to: Path | None = None,
 ) -> Iterator[bytes]:
-    """A POSIX tar of `paths` as chunks; members named by their absolute path without '/'.
+    """A POSIX tar of `paths` as chunks; members named by their absolute path without '/'
+    (or, given `relative_to`, by their path below it, that folder itself left out).
     `checksums` receives {path, sha256, size, mode} of every regular file as archived.
 
     The configured paths are followed when they are symlinks (`/etc/myapp -> /opt/myapp/conf`
@@ -405,8 +448,14 @@ def stream_tar(
 
     def add(tar: tarfile.TarFile, path: Path, *, follow: bool) -> None:
         tar.dereference = follow
+        if relative_to is not None:
+            name = os.path.relpath(path, relative_to)
+            if name == ".":
+                return
+        else:
+            name = str(path).lstrip("/")
         try:
-            member = tar.gettarinfo(str(path), arcname=str(path).lstrip("/"))
+            member = tar.gettarinfo(str(path), arcname=name)
             if member is None:  # sockets, devices
                 return
             handle = open(path, "rb") if member.isreg() else None  # noqa: SIM115 - closed below
@@ -478,12 +527,158 @@ def _walk(root: Path, warnings: list[str]) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
+# --- Prometheus ------------------------------------------------------------------------------
+
+
+def dump_prometheus(
+    target: PrometheusTsdbTarget, storage: Storage, backup_id: str, settings: BackupSettings
+) -> Dumped:
+    """A TSDB snapshot (POST /api/v1/admin/tsdb/snapshot), its folder archived like a files
+    target (members relative to the snapshot: the restored folder is a TSDB data dir), the
+    snapshot removed afterwards whatever happened (a removal that fails is a warning)."""
+    timeout = target.timeout.total_seconds()
+    with step(BackupStep.CONNECT), TsdbAdmin(target.url, target.headers, timeout) as admin:
+        version = admin.version()
+        with step(BackupStep.SNAPSHOT):
+            name = admin.snapshot(skip_head=target.skip_head)
+    folder = snapshot_folder(target.data_dir, name)
+    warnings: list[str] = []
+    try:
+        if not folder.is_dir():
+            with step(BackupStep.SNAPSHOT):
+                raise PermanentError(
+                    f"target {target.name}: Prometheus took snapshot {name} but {folder} is not "
+                    "here: data_dir must be its --storage.tsdb.path as this machine sees it"
+                )
+        artifact, stats, checksums = store_tar(
+            target,
+            storage,
+            backup_id,
+            settings,
+            lambda stats, checksums: stream_tar(
+                [folder], [], stats, warnings, checksums, relative_to=folder
+            ),
+            None if target.allow_empty else "the snapshot has no blocks",
+        )
+    finally:
+        try:
+            remove_snapshot(target.data_dir, name)
+        except OSError as exc:
+            warnings.append(f"snapshot {folder} could not be removed: {exc.strerror or exc}")
+    for warning in warnings:
+        log.warning("target %s: %s", target.name, warning)
+    blocks = sorted({c["path"].split("/", 1)[0] for c in checksums if "/" in c["path"]})
+    source = {
+        "url": redact_url(target.url),
+        "prometheus_version": version,
+        "data_dir": str(target.data_dir),
+        "snapshot": name,
+        "skip_head": target.skip_head,
+        "blocks": blocks,
+        **stats,
+        "file_checksums": checksums,
+    }
+    return Dumped(
+        [artifact],
+        source,
+        {"prometheus": f"prometheus {version or '?'} tsdb snapshot"},
+        {"dump": artifact.seconds},
+        warnings,
+    )
+
+
+# --- Kubernetes objects --------------------------------------------------------------------
+
+
+def export_objects(target: KubernetesObjectsTarget, config: Config, folder: Path) -> list[str]:
+    """Write each object as <namespace>/<Kind>/<name>.yaml below `folder`, stripped for
+    apply (runbook/systems/kubernetes_objects.py); returns the warnings (a listed Secret
+    found in none of the namespaces). Secrets' data goes to the files only, never to a message."""
+    # Lazy: the kubernetes client costs ~1 s to import, paid only by these targets' backups.
+    from runbook.systems.kubernetes_objects import (  # noqa: PLC0415
+        ObjectReader,
+        exportable,
+        made_by_the_cluster,
+    )
+
+    cluster = next(t for t in config.targets.kubernetes if t.name == target.cluster)
+    secrets_found: set[str] = set()
+    with step(BackupStep.CONNECT), ObjectReader.connect(cluster) as reader:
+        for namespace in target.namespaces:
+            found = [o for kind in target.kinds for o in reader.objects(kind, namespace)]
+            for name in target.secrets:
+                secret = reader.secret(namespace, name)
+                if secret is not None:
+                    found.append(secret)
+                    secrets_found.add(name)
+            for obj in found:
+                if made_by_the_cluster(obj):
+                    continue
+                path = folder / namespace / obj["kind"] / f"{obj['metadata']['name']}.yaml"
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                text = yaml.safe_dump(exportable(obj), sort_keys=False, allow_unicode=True)
+                path.write_text(text)
+                path.chmod(0o600)
+    namespaces = ", ".join(target.namespaces)
+    return [
+        f"Secret {name} exists in none of the namespaces {namespaces} (not backed up)"
+        for name in target.secrets
+        if name not in secrets_found
+    ]
+
+
+def dump_kubernetes(
+    target: KubernetesObjectsTarget,
+    storage: Storage,
+    backup_id: str,
+    settings: BackupSettings,
+    config: Config,
+) -> Dumped:
+    """The configured kinds (and listed Secrets) of the configured namespaces as a tar of
+    YAML files, one per object, with a sha256 each (restored like a files target)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"runbook-k8s-{target.name}-"))  # mode 0700
+    try:
+        warnings = export_objects(target, config, folder)
+        artifact, stats, checksums = store_tar(
+            target,
+            storage,
+            backup_id,
+            settings,
+            lambda stats, checksums: stream_tar(
+                [folder], [], stats, warnings, checksums, relative_to=folder
+            ),
+            f"no objects in namespaces {', '.join(target.namespaces)}",
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for warning in warnings:
+        log.warning("target %s: %s", target.name, warning)
+    objects = [c["path"].removesuffix(".yaml").split("/", 2) for c in checksums]
+    source = {
+        "cluster": target.cluster,
+        "namespaces": list(target.namespaces),
+        "kinds": list(target.kinds),
+        "objects": [{"namespace": n, "kind": k, "name": name} for n, k, name in objects],
+        **stats,
+        "file_checksums": checksums,
+    }
+    return Dumped(
+        [artifact],
+        source,
+        {"kubernetes": f"kubernetes python client {package_version('kubernetes')}"},
+        {"dump": artifact.seconds},
+        warnings,
+    )
+
+
 # --- one backup of one target --------------------------------------------------------------
 
 DUMPERS: dict[type, Callable[..., Dumped]] = {
     PostgresTarget: dump_postgres,
     RedisTarget: dump_redis,
     FilesTarget: dump_files,
+    PrometheusTsdbTarget: dump_prometheus,
+    KubernetesObjectsTarget: dump_kubernetes,
 }
 
 
@@ -493,13 +688,22 @@ def create_backup(
     backup_id: str,
     settings: BackupSettings,
     started_at: datetime,
+    pin: Pin | None = None,
+    config: Config | None = None,
 ) -> Manifest:
-    """Write every artifact, then the manifest (the commit marker). On any failure, remove
+    """Write every artifact, then the manifest (the commit marker, which carries `pin`'s
+    label and keep_until); `config` is needed by a Kubernetes objects target (its cluster's
+    connection is another target). On any failure, remove
     what this attempt stored and re-raise: the exception names the step it failed in
     (`failed_step`), `dump` unless a step inside named another."""
     try:
         with step(BackupStep.DUMP):
-            dumped = DUMPERS[type(target)](target, storage, backup_id, settings)
+            dumper = DUMPERS[type(target)]
+            if isinstance(target, KubernetesObjectsTarget):  # reached through another target
+                if config is None:
+                    raise PermanentError(f"target {target.name}: its cluster needs the config")
+                dumper = partial(dump_kubernetes, config=config)
+            dumped = dumper(target, storage, backup_id, settings)
         with step(BackupStep.MANIFEST):
             manifest = Manifest(
                 backup_id=backup_id,
@@ -512,6 +716,8 @@ def create_backup(
                 timings=dumped.timings,
                 tools={"runbook": __version__, **dumped.tools},
                 warnings=dumped.warnings,
+                label=pin.label if pin else None,
+                keep_until=pin.keep_until if pin else None,
             )
             storage.put_bytes(manifest_key(target.name, backup_id), manifest.to_json())
         return manifest
@@ -560,8 +766,10 @@ def run_backup(
     backup_id: str,
     *,
     flow_run_id: str | None = None,
+    pin: Pin | None = None,
 ) -> BackupOutcome:
-    """Record the attempt, take the target's lock, create the backup, record the outcome.
+    """Record the attempt, take the target's lock, create the backup, record the outcome;
+    `pin` is the backup's label and the moment retention keeps it until (runbook.pins).
 
     A lock held by another run for longer than `backup.lock_timeout` ends as status
     `locked`. Other failures are recorded as `failed` with the step they failed in, and
@@ -575,12 +783,15 @@ def run_backup(
         storage=storage.describe(),
         started_at=started_at,
         flow_run_id=flow_run_id,
+        pin=pin,
     )
     try:
         with named_lock(
             config.catalog, backup_lock(target.name), config.backup.lock_timeout.total_seconds()
         ) as waited:
-            manifest = create_backup(target, storage, backup_id, config.backup, started_at)
+            manifest = create_backup(
+                target, storage, backup_id, config.backup, started_at, pin, config
+            )
     except LockTimeout as exc:
         error = f"another backup of target {target.name!r} is running: {exc}"
         return BackupOutcome(catalog.mark_locked(backup_id, error), None)

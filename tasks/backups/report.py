@@ -11,6 +11,7 @@ from runbook.markdown import (
     cell,
     markdown_table,
 )
+from runbook.pins import Pin
 
 
 def backup_report_markdown(records: list[BackupRecord]) -> str:
@@ -22,6 +23,12 @@ def backup_report_markdown(records: list[BackupRecord]) -> str:
     text = f"# Backups: {good} of {len(records)} verified\n\n" + markdown_table(
         BACKUP_COLUMNS[:-1], [row[:-1] for row in rows]
     )
+    labelled = [r for r in records if r.label or r.keep_until]
+    if labelled:
+        text += "\n\n## Labels and pins\n\n" + "\n".join(
+            f"- {r.target} `{r.id}`: {cell(Pin(r.label, r.keep_until).describe())}"
+            for r in labelled
+        )
     if errors:
         text += "\n\n## Errors\n\n" + "\n".join(
             f"- {target} `{backup_id}`: {cell(error)}" for target, backup_id, error in errors

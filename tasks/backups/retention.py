@@ -21,6 +21,10 @@ Rules, per target, by recorded time (finished_at, else started_at), never by nam
    judged by age alone.)
 6. A backup whose folder holds an object that a kept backup lists among its artifacts is kept
    as long as that backup is (rows imported before imports were checked may borrow objects).
+7. A committed backup (stored, verified, corrupt) pinned until a moment after now
+   (`runbook backup --keep-until`) is kept, whatever rules 1-4 say, with "pinned until ..."
+   among its reasons. Pinned backups still fill the buckets like any other; once the pin
+   has expired the backup is ordinary again (its reasons say the pin expired).
 
 Garbage: a committed folder the catalog does not track is imported (storage wins) only when
 its manifest describes that very backup, names no object outside its own folder and is not
@@ -54,6 +58,7 @@ from runbook.manifest import (
     parse_manifest,
     seal_manifest,
 )
+from runbook.pins import Pin, format_moment
 from runbook.storage import ObjectInfo, ObjectNotFound, Storage, StorageError
 from tasks.backups.dump import discard_objects
 
@@ -78,6 +83,8 @@ class RetentionCandidate:
     finished_at: datetime | None
     lock_held: bool | None = None  # running: a process holds the target's lock (None: unknown)
     keys: tuple[str, ...] = ()  # its artifacts' keys
+    label: str | None = None
+    keep_until: datetime | None = None  # pinned until then (rule 7)
 
     @property
     def at(self) -> datetime:
@@ -225,6 +232,7 @@ def plan_retention(
             else:
                 action, reason = _judge_by_age(candidate, now, policy.grace)
                 reasons = (reason,)
+            action, reasons = _pinned(candidate, now, action, reasons)
             decisions.append(
                 RetentionDecision(
                     id=candidate.id,
@@ -237,6 +245,24 @@ def plan_retention(
             )
     keys = {c.id: c.keys for history in by_target.values() for c in history}
     return _keep_referenced(decisions, keys)
+
+
+PINNABLE = frozenset({"stored", VERIFIED, "corrupt"})  # committed: its objects are all there
+
+
+def _pinned(
+    candidate: RetentionCandidate, now: datetime, action: Action, reasons: tuple[str, ...]
+) -> tuple[Action, tuple[str, ...]]:
+    """Rule 7: a committed backup pinned until after now is kept; an expired pin is said."""
+    if candidate.keep_until is None or candidate.status not in PINNABLE:
+        return action, reasons
+    pin = Pin(label=candidate.label, keep_until=candidate.keep_until)
+    if candidate.keep_until > now:
+        return "keep", (*reasons, pin.describe()) if action == "keep" else (pin.describe(),)
+    if action == "delete":
+        label = f" (label {pin.label})" if pin.label else ""
+        return action, (*reasons, f"pin expired {format_moment(pin.keep_until)}{label}")
+    return action, reasons
 
 
 def _keep_referenced(
@@ -409,6 +435,8 @@ def _candidate(record: BackupRecord, held_targets: set[str]) -> RetentionCandida
             record.target in held_targets if record.status == BackupStatus.RUNNING else None
         ),
         keys=tuple(a.key for a in record.artifacts),
+        label=record.label,
+        keep_until=record.keep_until,
     )
 
 
@@ -527,6 +555,10 @@ def _refuse_deletion(
         catalog.url, backup_lock(decision.target)
     ):
         return f"it is running and a process holds the lock of {decision.target}"
+    record = next((r for r in others if r.id == decision.id), None)
+    if record is not None and record.keep_until is not None and record.keep_until > utcnow():
+        pin = Pin(label=record.label, keep_until=record.keep_until)
+        return f"it is {pin.describe()}"
     prefix = backup_prefix(decision.target, decision.id)
     referrers = [
         r.id

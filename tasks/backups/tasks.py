@@ -5,11 +5,14 @@ flow through runbook/retry.py's retry_options)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from runbook.catalog import BackupRecord, BackupStatus, utcnow
+from runbook.pins import Pin
 from runbook.retry import retry_if_transient
 from runbook.runtime import open_runtime
 from tasks.backups.dump import run_backup
@@ -31,8 +34,15 @@ from tasks.backups.verify import VerificationReport, verify_backup
     cache_policy=NO_CACHE,
     persist_result=True,
 )
-def backup_target(config_path: str | None, target_name: str, backup_id: str) -> BackupRecord:
-    """One backup of one target (retried by the flow on transient faults only)."""
+def backup_target(
+    config_path: str | None,
+    target_name: str,
+    backup_id: str,
+    label: str | None = None,
+    keep_until: datetime | None = None,
+) -> BackupRecord:
+    """One backup of one target (retried by the flow on transient faults only), carrying
+    `label` and pinned until `keep_until` when given (runbook.pins)."""
     runtime = open_runtime(config_path)
     target = runtime.config.target(target_name)
     logger = get_run_logger()
@@ -43,6 +53,7 @@ def backup_target(config_path: str | None, target_name: str, backup_id: str) -> 
         runtime.storage,
         backup_id,
         flow_run_id=str(flow_run.id) if flow_run.id else None,
+        pin=Pin(label=label, keep_until=keep_until),
     )
     record = outcome.record
     if record.status == BackupStatus.LOCKED:

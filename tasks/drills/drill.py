@@ -26,7 +26,12 @@ runs the same function with each step as a Prefect task run (tasks/drills/tasks.
 from __future__ import annotations
 
 from runbook.catalog import Catalog, DrillRecord, DrillStep
-from runbook.config import PostgresTarget, TargetConfig
+from runbook.config import (
+    KubernetesObjectsTarget,
+    PostgresTarget,
+    PrometheusTsdbTarget,
+    TargetConfig,
+)
 from runbook.errors import NotFoundError
 from runbook.locks import drill_lock, named_lock
 from tasks.drills import steps
@@ -58,6 +63,12 @@ def check_drill_request(catalog: Catalog, target: TargetConfig, backup: str) -> 
     """Refuse what the operator got wrong before anything is recorded: a backup id that does
     not exist, belongs to another target or was never committed; a drill server that is the
     source database. Raises NotFoundError or DrillRefused (exit 2, no drill row)."""
+    if isinstance(target, PrometheusTsdbTarget | KubernetesObjectsTarget):
+        what = "a Prometheus TSDB" if isinstance(target, PrometheusTsdbTarget) else "objects"
+        raise DrillRefused(
+            f"target {target.name!r} is {what}: it has no drill yet; `runbook restore -t "
+            "NAME --into DIR` restores it and checks every file"
+        )
     if backup != "latest":
         record = catalog.get_backup(backup)
         if record.target != target.name:

@@ -18,6 +18,7 @@ from runbook.secrets import describe_dsn
 from runbook.systems.postgres import connect, server_identity
 from tasks.drills.scratch import is_source_database
 from tasks.restore.plan import DestinationFacts
+from tasks.restore.redis import url_with_password
 
 _CONTENTS = """
     SELECT n.nspname, count(c.oid)
@@ -128,9 +129,12 @@ PASSWORD_ENV = "RUNBOOK_RESTORE_PASSWORD"
 
 
 def dsn_with_password(into: str) -> str:
-    """`into` with the password from $RUNBOOK_RESTORE_PASSWORD when it names none: the CLI
+    """`into` (a DSN, or a redis:// URL) with the password from $RUNBOOK_RESTORE_PASSWORD
+    when it names none: the CLI
     puts a DSN's password there, so it is never a flow parameter Prefect stores."""
     password = os.environ.get(PASSWORD_ENV)
+    if password and into.startswith(("redis://", "rediss://")):
+        return url_with_password(into, password)
     if not password or not (into.startswith(("postgresql://", "postgres://")) or "=" in into):
         return into
     params = conninfo_to_dict(into)

@@ -40,8 +40,8 @@ class RestoreRequest:
 class DestinationFacts:
     """What the destination is now, as measured just before planning."""
 
-    kind: Literal["postgres", "files"]
-    where: str  # user@host:port/db or a folder: no secret
+    kind: Literal["postgres", "files", "redis"]
+    where: str  # user@host:port/db, redis://host:port or a folder: no secret
     exists: bool
     contents: str = ""  # what it holds ("14 relations in shop, public"); "" when empty
     is_source: bool = False  # PostgreSQL: the database the backup was taken from
@@ -67,6 +67,11 @@ def plan_restore(request: RestoreRequest, facts: DestinationFacts) -> RestorePla
             f"this REPLACES the source database {facts.where} of target {request.target!r} "
             f"with backup {facts.backup_id}{holds}"
         )
+    elif request.overwrite == "clean" and facts.contents and facts.kind == "redis":
+        confirm.append(
+            f"{facts.where} is not empty ({facts.contents}): FLUSHALL deletes every key there "
+            "before the backup is loaded"
+        )
     elif request.overwrite == "clean" and facts.contents:
         confirm.append(
             f"{facts.where} is not empty ({facts.contents}): what the backup holds is dropped "
@@ -85,6 +90,9 @@ def plan_restore(request: RestoreRequest, facts: DestinationFacts) -> RestorePla
 
 
 def _refuse(request: RestoreRequest, facts: DestinationFacts) -> None:
+    if facts.kind == "redis":
+        _refuse_redis(request, facts)
+        return
     if facts.kind == "postgres":
         if request.overwrite == "in-place":
             raise RestoreRefused("--in-place is for files targets; give --into DSN")
@@ -116,7 +124,58 @@ def _refuse(request: RestoreRequest, facts: DestinationFacts) -> None:
         )
 
 
+def _refuse_redis(request: RestoreRequest, facts: DestinationFacts) -> None:
+    if request.overwrite == "in-place":
+        raise RestoreRefused("--in-place is for files targets; give --into DIR or redis://")
+    if request.schema:
+        raise RestoreRefused("--schema is for PostgreSQL targets")
+    if not facts.where.startswith(("redis://", "rediss://")):  # a folder for the RDB
+        if request.overwrite != "no":
+            raise RestoreRefused(
+                f"--{request.overwrite} is for loading into a server (--into redis://...); "
+                "a folder only receives the RDB file"
+            )
+        if facts.contents:
+            raise RestoreRefused(
+                f"{facts.where}: {facts.contents}: remove it or choose another --into"
+            )
+        return
+    if facts.is_source and request.overwrite != "replace-source":
+        raise RestoreRefused(
+            f"{facts.where} is the source server of target {request.target!r}: a restore never "
+            "loads into it unless --replace-source is given (and confirmed); load into "
+            "another server, or give --into DIR for the RDB file"
+        )
+    if facts.contents and request.overwrite == "no":
+        raise RestoreRefused(
+            f"server {facts.where} is not empty ({facts.contents}): load into an empty server, "
+            "or pass --clean to FLUSHALL it first"
+        )
+
+
+def _redis_actions(request: RestoreRequest, facts: DestinationFacts) -> list[str]:
+    verify = f"verify backup {facts.backup_id} from storage while downloading it"
+    if not facts.where.startswith(("redis://", "rediss://")):
+        return [
+            verify,
+            f"write the RDB into {facts.where}",
+            "load a copy into a throwaway redis-server and compare keys per database with "
+            "the manifest",
+            "print the steps to load it into your server",
+        ]
+    flush = request.overwrite in ("clean", "replace-source") and facts.contents
+    return [
+        verify,
+        "load it into a throwaway redis-server",
+        *([f"FLUSHALL {facts.where}"] if flush else []),
+        f"copy every key into {facts.where} (DUMP/RESTORE, TTLs kept)",
+        "validate keys per database against the manifest",
+    ]
+
+
 def _restore_actions(request: RestoreRequest, facts: DestinationFacts) -> list[str]:
+    if facts.kind == "redis":
+        return _redis_actions(request, facts)
     if facts.kind == "files":
         return [
             f"verify backup {facts.backup_id} from storage while downloading it",

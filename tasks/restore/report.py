@@ -27,6 +27,7 @@ def restore_json(r: RestoreRecord) -> dict[str, Any]:
         "checks": [c.model_dump() for c in r.checks],
         "hooks": [h.model_dump() for h in r.hooks],
         "plan": r.plan,
+        "next_steps": r.next_steps,
         "error": r.error,
         "failed_step": str(r.failed_step) if r.failed_step else None,
     }
@@ -51,6 +52,9 @@ def restore_markdown(r: RestoreRecord) -> str:
     if r.timings:
         lines += ["", "Steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.timings.items())]
     lines += ["", "## Plan", ""] + [f"- {action}" for action in r.plan]
+    if r.next_steps:
+        lines += ["", "## Next steps", ""]
+        lines += [f"{n}. {step}" for n, step in enumerate(r.next_steps, start=1)]
     if r.hooks:
         rows = [["ok" if h.ok else bold("FAIL"), h.name, h.detail] for h in r.hooks]
         lines += ["", "## Hooks", "", markdown_table(["", "step", "detail"], rows)]

@@ -12,9 +12,11 @@ enters it (so a restore whose process is killed still says where it died):
 2. pre-hooks: the target's restore.pre steps in order; one failing stops the restore.
 3. restore: re-plan against the destination as it is now, then PostgreSQL: create the
    database if needed and pg_restore --exit-on-error -j (the binary matching the server);
-   files: extract into the folder.
+   files: extract into the folder; Redis: load into the server through a throwaway
+   redis-server, or write the RDB into the folder with the operator's next steps.
 4. validate: PostgreSQL: the drill's checks against the manifest (row counts, schema,
-   sequences, pg_amcheck); files: every file against its recorded sha256.
+   sequences, pg_amcheck); files: every file against its recorded sha256; Redis: keys per
+   database against the manifest (tasks/restore/redis.py).
 5. post-hooks: the target's restore.post steps, always once pre-hooks started.
 Then the verdict: restored (and validated), failed in a step, or interrupted (cancelled,
 stopped or killed: the destination is incomplete, never reported restored). RTO = the wall
@@ -49,7 +51,16 @@ from runbook.catalog import (
     RestoreStep,
     utcnow,
 )
-from runbook.config import Config, FilesTarget, PostgresTarget, RedisTarget, TargetConfig
+from runbook.config import (
+    TARGET_KIND,
+    Config,
+    FilesTarget,
+    KubernetesObjectsTarget,
+    PostgresTarget,
+    PrometheusTsdbTarget,
+    RedisTarget,
+    TargetConfig,
+)
 from runbook.errors import NotFoundError, RunbookError
 from runbook.locks import named_lock
 from runbook.manifest import Manifest, read_manifest
@@ -62,6 +73,7 @@ from tasks.drills.files import check_tree, extract_tree
 from tasks.drills.pick import Picked, pick_and_download
 from tasks.drills.validate import validate_restore
 from tasks.restore import destination
+from tasks.restore import redis as redis_restore
 from tasks.restore.hooks import hook_label, run_hooks
 from tasks.restore.plan import (
     DestinationFacts,
@@ -102,22 +114,24 @@ def restore_lock(target: str) -> str:
 # --- preflight: nothing recorded, nothing touched ------------------------------------------
 
 
+RestorableTarget = (
+    PostgresTarget | FilesTarget | RedisTarget | PrometheusTsdbTarget | KubernetesObjectsTarget
+)
+# restored by extracting a tar into a folder
+FolderTarget = FilesTarget | PrometheusTsdbTarget | KubernetesObjectsTarget
+
+
 @dataclass(frozen=True)
 class Preflight:
-    target: PostgresTarget | FilesTarget
+    target: RestorableTarget
     record: BackupRecord  # the backup the plan was made for (pick may fall back past it)
     facts: DestinationFacts
     plan: RestorePlan
 
 
-def restorable_target(config: Config, name: str) -> PostgresTarget | FilesTarget:
-    target = config.target(name)
-    if isinstance(target, RedisTarget):
-        raise RunbookError(
-            f"target {name!r} is a Redis target: this Runbook restores PostgreSQL and files "
-            "targets; download the RDB with `runbook backups download ID --to DIR` and load it"
-        )
-    return target
+def restorable_target(config: Config, name: str) -> RestorableTarget:
+    """Every backup target restores (NotFoundError for any other name)."""
+    return config.target(name)
 
 
 def planned_backup(catalog: Catalog, target: TargetConfig, spec: str) -> BackupRecord:
@@ -147,13 +161,15 @@ def planned_backup(catalog: Catalog, target: TargetConfig, spec: str) -> BackupR
 
 
 def measure_destination(
-    target: PostgresTarget | FilesTarget,
+    target: RestorableTarget,
     request: RestoreRequest,
     manifest_source: dict[str, Any],
     backup_id: str,
 ) -> DestinationFacts:
     """The destination's facts for `plan_restore`, with the backup and the hooks named."""
-    if isinstance(target, PostgresTarget):
+    if isinstance(target, RedisTarget):
+        facts = redis_restore.redis_destination(target, request.into, backup_id)
+    elif isinstance(target, PostgresTarget):
         if not request.into:
             raise RunbookError("--into is required: the DSN of the database to restore into")
         try:
@@ -173,6 +189,16 @@ def measure_destination(
             ) from None
     else:
         in_place = request.overwrite == "in-place"
+        if in_place and isinstance(target, PrometheusTsdbTarget):
+            raise RunbookError(
+                "--in-place is for files targets: restore the Prometheus snapshot into a "
+                "folder (--into DIR), then start Prometheus with --storage.tsdb.path=DIR"
+            )
+        if in_place and isinstance(target, KubernetesObjectsTarget):
+            raise RunbookError(
+                "--in-place is for files targets: restore the objects into a folder (--into "
+                "DIR), then apply them with kubectl apply --server-side -R -f DIR"
+            )
         if not request.into and not in_place:
             raise RunbookError("--into is required: the folder to restore the files into")
         folder = Path(request.into or "/")
@@ -256,8 +282,10 @@ class Restore:
 
 def _artifacts_for(request: RestoreRequest, target: TargetConfig) -> Callable[..., list[str]]:
     def choose(record: BackupRecord) -> list[str]:
-        if isinstance(target, FilesTarget):
+        if isinstance(target, FolderTarget):
             return ["files"]
+        if isinstance(target, RedisTarget):
+            return ["dump"]
         names = {a.name for a in record.artifacts}
         if request.schema and f"schema-{request.schema}" in names:
             return [f"schema-{request.schema}"]  # the per-schema archive (runbook 003)
@@ -330,6 +358,8 @@ class Restored:
         self.major: int = where.get("major", 0)
         self.folder: Path | None = where.get("folder")
         self.extracted = where.get("extracted")
+        self.url: str | None = where.get("url")  # a Redis server loaded
+        self.rdb: Path | None = where.get("rdb")  # a Redis RDB written to a folder
 
 
 def _replan(restore: Restore, manifest: Manifest) -> None:
@@ -341,14 +371,42 @@ def _replan(restore: Restore, manifest: Manifest) -> None:
     require_confirmation(plan_restore(request, facts), request)
 
 
+def _restore_redis(restore: Restore, picked: Picked) -> Restored:
+    """Load the RDB into the server (through a throwaway redis-server), or write it into
+    the folder with the steps that load it into the operator's own server."""
+    started, target = time.monotonic(), restore.target
+    url = redis_restore.destination_url(target, restore.request.into)
+    source, rdb = picked.manifest.source, picked.files["dump"]
+    if redis_restore.is_server_url(url):
+        flush = restore.request.overwrite in ("clean", "replace-source")
+        _copied, detail = redis_restore.load_into_server(rdb, restore.workdir, url, flush=flush)
+        restored = Restored(source, url=url)
+    else:
+        final = redis_restore.write_rdb(rdb, Path(url), target.name, picked.record.id)
+        detail = f"wrote the verified RDB to {final} ({final.stat().st_size} bytes)"
+        restore.results.next_steps = redis_restore.operator_steps(final, source)
+        restored = Restored(source, rdb=final)
+    restore.timed(started, "restore")
+    restore.results.add(RestoreStep.RESTORE, [RestoreCheck(name="restore", ok=True, detail=detail)])
+    restore.say(detail)
+    return restored
+
+
 def restore_data(restore: Restore, picked: Picked) -> Restored:
-    """PostgreSQL: create the database if needed, pg_restore into it. Files: extract."""
+    """PostgreSQL: create the database if needed, pg_restore into it. Files: extract.
+    Redis: load into the server, or write the RDB into the folder."""
     started, request = time.monotonic(), restore.request
-    if isinstance(restore.target, FilesTarget):
+    if isinstance(restore.target, RedisTarget):
+        return _restore_redis(restore, picked)
+    if isinstance(restore.target, FolderTarget):
         folder = Path(request.into or "/")
         extracted = extract_tree(picked.files["files"], folder)
         restore.timed(started, "restore")
         detail = f"extracted {extracted.members} members into {folder}"
+        if isinstance(restore.target, PrometheusTsdbTarget):
+            restore.results.next_steps = prometheus_steps(folder, picked.manifest.source)
+        if isinstance(restore.target, KubernetesObjectsTarget):
+            restore.results.next_steps = kubernetes_steps(folder, picked.manifest.source)
         restore.results.add(
             RestoreStep.RESTORE, [RestoreCheck(name="restore", ok=True, detail=detail)]
         )
@@ -381,7 +439,14 @@ def restore_data(restore: Restore, picked: Picked) -> Restored:
 
 def validate(restore: Restore, restored: Restored) -> None:
     started = time.monotonic()
-    if restored.folder is not None:
+    if restored.url is not None:
+        checks = redis_restore.validate_server(restored.url, restored.source)
+    elif restored.rdb is not None:
+        checks = redis_restore.validate_rdb(restored.rdb, restore.workdir, restored.source)
+        if not checks:
+            restore.results.next_steps.append(redis_restore.NOT_CHECKED)
+            restore.say(redis_restore.NOT_CHECKED)
+    elif restored.folder is not None:
         checks = check_tree(restored.folder, restored.source, restored.extracted)
     else:
         amcheck = pick_binary("pg_amcheck", restored.major)
@@ -396,6 +461,38 @@ def validate(restore: Restore, restored: Restored) -> None:
         f"validation: {len(checks) - len(failed)} of {len(checks)} checks passed"
         + (f"; failed: {', '.join(failed[:5])}" if failed else "")
     )
+
+
+def prometheus_steps(folder: Path, source: dict[str, Any]) -> list[str]:
+    """What a person does with a restored TSDB snapshot."""
+    blocks = source.get("blocks") or []
+    version = source.get("prometheus_version") or "the backup's"
+    return [
+        f"{folder} is a Prometheus data dir ({len(blocks)} block(s)); use Prometheus "
+        f"{version} or newer with it.",
+        f"To serve it as it was: stop Prometheus and start it with --storage.tsdb.path={folder} "
+        "(owned by the user Prometheus runs as, e.g. `chown -R prometheus: " + str(folder) + "`).",
+        "Or add it to a running server's data: stop it, move the block folders (the ULID-named "
+        "ones) into its --storage.tsdb.path, and start it (blocks that overlap its own time "
+        "range need --storage.tsdb.allow-overlapping-blocks on versions before 2.39).",
+        'Check: query `count({__name__=~".+"})` at a time the backup covers, in the UI or '
+        "`promtool query instant`.",
+    ]
+
+
+def kubernetes_steps(folder: Path, source: dict[str, Any]) -> list[str]:
+    """What a person does with restored Kubernetes objects."""
+    objects = source.get("objects") or []
+    namespaces = ", ".join(source.get("namespaces") or []) or "-"
+    return [
+        f"{folder} holds {len(objects)} object(s) as <namespace>/<Kind>/<name>.yaml "
+        f"(namespaces {namespaces}), server-managed fields stripped; Secrets among them hold "
+        "their data: keep the folder private and delete it when done.",
+        f"See what would change: kubectl apply --server-side --dry-run=server -R -f {folder} "
+        f"(and kubectl diff --server-side -R -f {folder}).",
+        f"Apply: kubectl apply --server-side --force-conflicts -R -f {folder} (the namespaces "
+        "must exist: kubectl create namespace NAME).",
+    ]
 
 
 # --- the whole restore ---------------------------------------------------------------------
@@ -450,7 +547,7 @@ def recorded_restore(
         RestoreRecord(
             id=restore.id,
             target=restore.target.name,
-            kind="files" if isinstance(restore.target, FilesTarget) else "postgres",
+            kind=TARGET_KIND[type(restore.target)],
             backup_id=checked.record.id,
             into=checked.facts.where,
             schema_name=run.request.schema,
@@ -465,6 +562,8 @@ def recorded_restore(
     secrets = target_secrets(restore.target) + [run.request.into]
     if restore.facts.kind == "postgres":
         secrets.append(split_dsn(run.request.into)[1])
+    elif restore.facts.kind == "redis":
+        secrets += redis_restore.url_secrets(restore.target, run.request.into)
     try:
         yield restore
         restore.results.rto_seconds = round(time.monotonic() - restore.clock, 3)
