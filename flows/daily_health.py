@@ -69,8 +69,8 @@ def daily_health(only: list[CheckKind] = []) -> HealthReport:  # noqa: B006 - Pr
     """Run the health checks, grade them ok/warn/critical, keep them and alert once per episode.
 
     Args:
-        only: Check kinds to run (http, postgres, redis, prometheus, kubernetes, docker, host,
-            logs, backups). Empty: every kind.
+        only: Check kinds to run (http, postgres, redis, prometheus, alertmanager, kubernetes,
+            docker, host, logs, backups, capacity). Empty: every kind.
     """
     runtime = open_runtime()
     config_path = str(runtime.config.source)
@@ -122,7 +122,7 @@ def daily_health(only: list[CheckKind] = []) -> HealthReport:  # noqa: B006 - Pr
     if notifications.pushgateway is not None:
         push_health_metrics(
             config_path,
-            metrics_text(results, utcnow().timestamp()),
+            metrics_text(results, utcnow().timestamp(), {t.result.key: t.streak for t in tracked}),
             socket.gethostname(),
             return_state=True,
         )

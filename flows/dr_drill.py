@@ -8,8 +8,9 @@
    scratch database on the drill server, validate (Great Expectations, SQL checks,
    pg_amcheck), objectives (RTO and RPO against the targets); cleanup always runs. A failed
    step is a failed task run, and the drill's record names it (`failed_step`).
-3. Publish a markdown artifact and return a DrillRunSummary; the run ends Failed when any
-   drill failed.
+3. Publish a markdown artifact, push each target's drill metrics to the Pushgateway when one
+   is configured (a failed push is a warning), and return a DrillRunSummary; the run ends
+   Failed when any drill failed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from runbook.config import PostgresTarget, RedisTarget, TargetConfig
 from runbook.errors import RunbookError, RunFailed
 from runbook.runtime import Runtime, open_runtime
 from tasks.drills.drill import DrillRun, check_drill_request, run_drill
+from tasks.drills.metrics import push_drill_metrics
 from tasks.drills.report import drill_report_markdown
 from tasks.drills.tasks import as_task_run, log_to_prefect
 
@@ -80,6 +82,8 @@ def dr_drill(
     create_markdown_artifact(
         markdown=drill_report_markdown(drills), key="drill-report", description="DR restore drills"
     )
+    if runtime.config.notifications.pushgateway is not None:
+        push_drill_metrics(str(runtime.config.source), [d.target for d in drills])  # a warning
     if not summary.ok:
         bad = [d.target for d in drills if not d.passed]
         message = f"drill failed for {', '.join(bad)}"

@@ -17,7 +17,6 @@ window are kept quiet: their checks are reported and kept, but a failure does no
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from email.message import EmailMessage
@@ -26,6 +25,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel
 
+from runbook import metrics
 from runbook.channels import post_json, send_email
 from runbook.config import PushgatewaySettings, Route, WebhookSettings
 from runbook.health import RANK, CheckResult, Status, Tracked
@@ -317,39 +317,29 @@ def send_delivery(route: Route, delivery: Delivery, severity: str | None) -> Non
         send_email(route, email_message(delivery, severity, route.email.from_, route.email.to))
 
 
-_LABEL = re.compile(r'[\\"\n]')
-
-
-def _label(value: str) -> str:
-    return _LABEL.sub(lambda m: {"\\": "\\\\", '"': '\\"', "\n": "\\n"}[m.group(0)], value)
-
-
-def metrics_text(results: list[CheckResult], finished_at: float) -> str:
-    """Prometheus exposition format: runbook_check_status 0 ok, 1 unknown, 2 warn, 3 critical."""
-    lines = [
-        "# HELP runbook_check_status Health check status (0 ok, 1 unknown, 2 warn, 3 critical).",
-        "# TYPE runbook_check_status gauge",
-    ]
-    for r in results:
-        lines.append(
-            f'runbook_check_status{{check="{_label(r.check)}",target="{_label(r.target)}"}}'
-            f" {RANK[r.status]}"
-        )
-    lines += [
-        "# HELP runbook_health_last_run_timestamp_seconds When the health flow last finished.",
-        "# TYPE runbook_health_last_run_timestamp_seconds gauge",
-        f"runbook_health_last_run_timestamp_seconds {finished_at:.0f}",
-    ]
-    return "\n".join(lines) + "\n"
+def metrics_text(
+    results: list[CheckResult],
+    finished_at: float,
+    failing_runs: Mapping[tuple[str, str], int] | None = None,
+) -> str:
+    """Prometheus exposition format (runbook/metrics.py): runbook_check_status 0 ok,
+    1 unknown, 2 warn, 3 critical; runbook_check_failing_runs, each check's failing streak
+    (`failing_runs`, by (check, target)); when the run finished."""
+    streaks = failing_runs or {}
+    return metrics.render(
+        {
+            metrics.CHECK_STATUS: [
+                ({"check": r.check, "target": r.target}, RANK[r.status]) for r in results
+            ],
+            metrics.CHECK_FAILING_RUNS: [
+                ({"check": r.check, "target": r.target}, streaks[r.key])
+                for r in results
+                if r.key in streaks
+            ],
+            metrics.HEALTH_LAST_RUN: [({}, round(finished_at))],
+        }
+    )
 
 
 def push_metrics(settings: PushgatewaySettings, text: str, instance: str) -> None:
-    url = f"{settings.url.rstrip('/')}/metrics/job/{settings.job}/instance/{instance}"
-    response = httpx.put(
-        url,
-        content=text.encode(),
-        headers={"Content-Type": "text/plain; version=0.0.4"},
-        timeout=settings.timeout.total_seconds(),
-    )
-    if response.status_code >= 300:
-        raise RuntimeError(f"pushgateway {settings.url} answered HTTP {response.status_code}")
+    metrics.push(settings, {"job": settings.job, "instance": instance}, text)
