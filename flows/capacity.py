@@ -12,7 +12,9 @@ capacity_report:
 1. Open the config and catalog.
 2. Forecast every resource from its history and Runbook's own events (maintenance ledger,
    retention deletes), draw its chart, write the PNGs and the HTML report under the folder.
-3. Publish the ranked table (artifact `capacity-report`) and return the CapacityReport.
+3. Publish the ranked table (artifact `capacity-report`); push the days-until gauges to the
+   Pushgateway when one is configured and the report covers every resource.
+4. Return the CapacityReport.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from prefect.states import Failed
 from runbook.errors import RunFailed
 from runbook.runtime import open_runtime
 from tasks.capacity.collect import CollectSummary, sources_of
+from tasks.capacity.metrics import push_capacity_metrics
 from tasks.capacity.report import CapacityReport, report_markdown
 from tasks.capacity.tasks import collect_source, forecast_and_write, task_name
 
@@ -87,4 +90,6 @@ def capacity_report(
         key=REPORT_ARTIFACT,
         description="Capacity: days until 80/90/100 % per resource, nearest to full first",
     )
+    if runtime.config.notifications.pushgateway is not None:
+        push_capacity_metrics(runtime, report, bool(resources))
     return report

@@ -58,7 +58,8 @@ class CapacitySettings(Model):
     plan: CapacityPlan | None = None
     series: list[CapacitySeries] = Field(default_factory=list)
     top_tables: int = Field(default=10, ge=0, le=500, description="largest tables and indexes")
-    # The `capacity` health check (a later slice): P10 days until 90 % under warn / critical.
+    # The `capacity` health check (tasks/health/capacity.py) and each forecast's status: P10 days
+    # until 90 % under warn / critical.
     days_until_90: Threshold = threshold_field(30, 7, "<")
     folder: Path | None = Field(
         default=None, description="charts and HTML reports [default: .runbook/capacity]"

@@ -1,7 +1,7 @@
-"""What `capacity-collect` measures, source by source: each configured PostgreSQL, Redis and
-host target, the backup bytes per target from the catalog, and every `capacity.series` from
-Prometheus. A source that cannot be measured is a result (its error kept, the others still
-stored), not an exception."""
+"""What `capacity-collect` measures, source by source: each configured PostgreSQL, Redis,
+host, Kubernetes (metrics.k8s.io) and Docker target, the backup bytes per target from the
+catalog, and every `capacity.series` from Prometheus. A source that cannot be measured is a
+result (its error kept, the others still stored), not an exception."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from pydantic import BaseModel
 from runbook.catalog import Catalog, MetricSamples, Sample
 from runbook.config import Config
 from tasks.capacity.collect_backups import collect_backups
+from tasks.capacity.collect_docker import collect_docker
 from tasks.capacity.collect_host import collect_host
+from tasks.capacity.collect_kubernetes import collect_kubernetes
 from tasks.capacity.collect_postgres import collect_postgres
 from tasks.capacity.collect_prometheus import collect_series
 from tasks.capacity.collect_redis import collect_redis
@@ -62,6 +64,11 @@ def sources_of(config: Config, catalog: Catalog) -> list[Source]:
     ]
     found += [Source(f"redis {t.name}", partial(collect_redis, t)) for t in config.targets.redis]
     found += [Source(f"host {t.name}", partial(collect_host, t)) for t in config.targets.host]
+    found += [
+        Source(f"kubernetes {t.name}", partial(collect_kubernetes, t))
+        for t in config.targets.kubernetes
+    ]
+    found += [Source(f"docker {t.name}", partial(collect_docker, t)) for t in config.targets.docker]
     names = [t.name for t in config.backup_targets()]
     if names:
         found.append(Source("backups", partial(collect_backups, catalog, names)))

@@ -21,15 +21,19 @@ history; plain functions, no Prefect.
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import statsmodels.api as sm
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+from threadpoolctl import ThreadpoolController
 
 THRESHOLDS = (80, 90, 100)
 NOMINAL = 0.80  # the P10-P90 band
@@ -48,6 +52,16 @@ DAMPING = (0.9, 0.999)  # ETS damping bounds: up to nearly linear, when the data
 # weight n / (n + SHRINK) of n independent windows' evidence, so a calm stretch does not
 # narrow the band to nothing.
 SHRINK = 1.0
+# numpy's and scipy's OpenBLAS, loaded by now (statsmodels imports both). The models are small
+# matrices: extra BLAS threads only contend, which on a busy 2-core machine made a forecast
+# five times slower (benchmarks/capacity.py); each forecast runs with one.
+BLAS = ThreadpoolController()
+# Many resources are forecast in parallel: this process and a worker process per further CPU
+# (results identical: each resource's random numbers come from its own name). Fewer than
+# PARALLEL_FROM: in this process only, as starting a worker costs ~2 s of imports.
+PARALLEL_FROM = 40
+MAX_WORKERS = 4  # processes in all, this one included
+CHUNK = 4  # resources handed out at a time
 
 Status = str  # ok | warn | critical | not-enough-history | not-growing
 Start = "np.ndarray | None"
@@ -411,7 +425,17 @@ def forecast(
     now: datetime | None = None,
 ) -> Forecast:
     """The forecast of one resource's history (see the module's docstring)."""
-    now = now or datetime.now(UTC)
+    with BLAS.limit(limits=1, user_api="blas"):
+        return _forecast(resource, points, events, settings, now or datetime.now(UTC))
+
+
+def _forecast(
+    resource: str,
+    points: Sequence[Point],
+    events: Sequence[Event],
+    settings: ForecastSettings,
+    now: datetime,
+) -> Forecast:
     daily = daily_levels(points)
     latest = max(points, key=lambda p: p.time) if points else None
     current = latest.value if latest else None
@@ -501,3 +525,55 @@ def plan_comparison(result: Forecast, monthly_growth: float) -> dict[str, float 
 
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+# --- many resources ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """One resource to forecast: its points and its events."""
+
+    resource: str
+    points: Sequence[Point]
+    events: Sequence[Event]
+
+
+def cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _run(jobs: Sequence[Job], settings: ForecastSettings, now: datetime) -> list[Forecast]:
+    return [forecast(j.resource, j.points, j.events, settings, now) for j in jobs]
+
+
+def forecast_many(
+    jobs: Sequence[Job],
+    settings: ForecastSettings,
+    now: datetime,
+    workers: int | None = None,
+) -> list[Forecast]:
+    """Each job's forecast, in order. With at least PARALLEL_FROM jobs, `workers` processes
+    share them (default: one per CPU, at most MAX_WORKERS): this one and workers - 1 spawned
+    helpers (spawned, not forked: the caller may be a Prefect worker with threads running).
+    The helpers take chunks from the front; this process takes from the back the chunks no
+    helper has started, so nobody waits for a slow start, and memory grows by one helper per
+    extra CPU only."""
+    workers = min(cpus(), MAX_WORKERS) if workers is None else workers
+    if workers <= 1 or len(jobs) < PARALLEL_FROM:
+        return _run(jobs, settings, now)
+    chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
+    done: dict[int, list[Forecast]] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers - 1, mp_context=context) as pool:
+        futures = [pool.submit(_run, chunk, settings, now) for chunk in chunks]
+        for index in reversed(range(len(chunks))):
+            if futures[index].cancel():  # no helper has started it: do it here
+                done[index] = _run(chunks[index], settings, now)
+        for index, future in enumerate(futures):
+            if index not in done:
+                done[index] = future.result()
+    return [result for index in range(len(chunks)) for result in done[index]]

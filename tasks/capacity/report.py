@@ -19,8 +19,9 @@ from runbook.config import Config
 from runbook.formatting import human_bytes, quantity
 from tasks.capacity.charts import chart_png
 from tasks.capacity.collect_backups import retention_deletes
-from tasks.capacity.events import catalog_changes, events_for
-from tasks.capacity.forecast import NOMINAL, ForecastSettings, Point, forecast
+from tasks.capacity.events import catalog_changes
+from tasks.capacity.forecast import NOMINAL, forecast_many
+from tasks.capacity.history import job_of, settings_of
 
 STATUS_ORDER = {"critical": 0, "warn": 1, "ok": 2, "not-growing": 3, "not-enough-history": 4}
 
@@ -77,18 +78,6 @@ class CapacityReport(BaseModel):
         }
 
 
-def settings_of(config: Config) -> ForecastSettings:
-    capacity = config.capacity
-    return ForecastSettings(
-        min_samples=capacity.min_samples,
-        horizon_days=max(7, int(capacity.horizon.total_seconds() // 86400)),
-        lead_time_days=int(capacity.lead_time.total_seconds() // 86400),
-        monthly_growth=capacity.plan.monthly_growth if capacity.plan else None,
-        warn_days=capacity.days_until_90.warn,
-        critical_days=capacity.days_until_90.critical,
-    )
-
-
 def report_folder(config: Config) -> Path:
     folder = config.capacity.folder
     base = config.state_dir.parent
@@ -117,19 +106,9 @@ def build_report(
     rows, charts = [], {}
     hits = points = cutoffs = 0
     calibrated_hits = 0.0
-    for info in store.resources():
-        latest = info.latest
-        if only and latest.resource not in only:
-            continue
-        history = store.history(latest.resource)
-        events = events_for(latest.resource, latest.kind, latest.target, changes)
-        result = forecast(
-            latest.resource,
-            [Point(s.time, s.value, s.limit) for s in history],
-            events,
-            settings,
-            now=now,
-        )
+    chosen = [i.latest for i in store.resources() if not only or i.latest.resource in only]
+    jobs = [job_of(store, latest, changes) for latest in chosen]
+    for latest, result in zip(chosen, forecast_many(jobs, settings, now), strict=True):
         name = chart_name(latest.resource)
         charts[name] = chart_png(latest.resource, latest.unit, result)
         calibration = result.calibration

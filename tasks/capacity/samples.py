@@ -19,6 +19,14 @@ KINDS = {
     "redis.memory": "used_memory of maxmemory",
     "redis.keys": "keys in every database",
     "backups.bytes": "stored bytes of the target's backups",
+    "kubernetes.node.memory": "node memory in use (metrics.k8s.io) of its allocatable",
+    "kubernetes.node.cpu": "node CPU cores in use (metrics.k8s.io) of its allocatable",
+    "kubernetes.node.memory_requests": "memory requested by the node's pods of its allocatable",
+    "kubernetes.node.cpu_requests": "CPU requested by the node's pods of its allocatable",
+    "kubernetes.node.pods": "pods on the node of its allocatable pods",
+    "kubernetes.pod.memory": "pod memory in use of its limits",
+    "kubernetes.pod.cpu": "pod CPU cores in use of its limits",
+    "docker.memory": "container memory in use (docker stats) of its limit",
     "prometheus.series": "a configured Prometheus series",
 }
 
