@@ -2,10 +2,13 @@
 (unix:///var/run/docker.sock in production, tcp://host:port too).
 
 `Engine(url, timeout)` negotiates the API version (GET /version) when it is made; `ping`,
-`version` and `containers` read the engine. Errors are typed, each with a short `reason`:
-DockerUnreachable (no answer: refused, reset, missing socket, timed out; worth retrying),
-DockerApiError (the engine answered with an error status), DockerClientError (the engine cannot
-be talked to at all: a URL the client does not understand, a failed version negotiation).
+`version` and `containers` read the engine; `df`, the listings and the `remove_*` calls are
+what maintenance's docker_cleanup reads and removes (never with force).
+
+Errors are typed, each with a short `reason`: DockerUnreachable (no answer: refused, reset,
+missing socket, timed out; worth retrying), DockerApiError (the engine answered with an error
+status), DockerClientError (the engine cannot be talked to at all: a URL the client does not
+understand, a failed version negotiation).
 """
 
 from __future__ import annotations
@@ -110,6 +113,59 @@ class Engine:
             out.append(container.attrs)
         return sorted(out, key=container_name)
 
+    # --- what `docker system df` / `docker system prune` see (docker_cleanup) -----------------
+
+    def df(self) -> dict[str, Any]:
+        """GET /system/df: LayersSize, Images, Containers, Volumes, BuildCache (as `docker
+        system df -v`)."""
+        return self._call(self._client.df)
+
+    def container_summaries(self, project: str | None = None) -> list[dict[str, Any]]:
+        """GET /containers/json?all=1&size=1: every container as `docker ps -as` lists it (State,
+        Labels, Created, SizeRw), one-off containers included; only the compose project's when
+        `project` is set (checked here too, never trusting the engine's filter alone)."""
+        filters = {"label": [f"{PROJECT_LABEL}={project}"]} if project else None
+        found = self._call(self._client.api.containers, all=True, size=True, filters=filters)
+        if project:
+            found = [c for c in found if (c.get("Labels") or {}).get(PROJECT_LABEL) == project]
+        return found
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        """GET /containers/{id}/json; DockerApiError with reason 'HTTP 404...' once it is gone."""
+        return self._call(self._client.api.inspect_container, container_id)
+
+    def images(self, *, dangling: bool) -> list[dict[str, Any]]:
+        """GET /images/json (only the untagged ones with `dangling`)."""
+        filters = {"dangling": True} if dangling else None
+        return self._call(self._client.api.images, filters=filters)
+
+    def networks(self) -> list[dict[str, Any]]:
+        """GET /networks."""
+        return self._call(self._client.api.networks)
+
+    def inspect_network(self, network_id: str) -> dict[str, Any]:
+        """GET /networks/{id}: its Containers are the ones attached now."""
+        return self._call(self._client.api.inspect_network, network_id)
+
+    def volumes(self) -> list[dict[str, Any]]:
+        """GET /volumes: the named volumes."""
+        return self._call(self._client.api.volumes).get("Volumes") or []
+
+    def remove_container(self, container_id: str) -> None:
+        """DELETE /containers/{id} without force: the engine refuses a running container."""
+        self._call(self._client.api.remove_container, container_id, v=False, force=False)
+
+    def remove_image(self, image_id: str) -> None:
+        """DELETE /images/{id} without force: the engine refuses an image a container uses."""
+        self._call(self._client.api.remove_image, image_id, force=False, noprune=False)
+
+    def remove_network(self, network_id: str) -> None:
+        self._call(self._client.api.remove_network, network_id)
+
+    def remove_volume(self, name: str) -> None:
+        """DELETE /volumes/{name} without force: the engine refuses a volume in use."""
+        self._call(self._client.api.remove_volume, name, force=False)
+
     def stats(self, container_id: str) -> dict[str, Any]:
         """GET /containers/{id}/stats?stream=0: one sample, as `docker stats --no-stream`."""
         return self._call(self._client.api.stats, container_id, stream=False)
@@ -122,6 +178,21 @@ class Engine:
             stdout=True,
             stderr=True,
             tail=tail,
+            timestamps=True,
+        )
+        return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+
+    def logs_since(self, container_id: str, since: int, tail: int) -> str:
+        """stdout and stderr written since the unix time `since` (whole seconds, as the engine
+        takes it), at most the last `tail` lines, each prefixed with its RFC 3339 time
+        (`docker logs --since --timestamps`)."""
+        data = self._call(
+            self._client.api.logs,
+            container_id,
+            stdout=True,
+            stderr=True,
+            tail=tail,
+            since=max(since, 1),
             timestamps=True,
         )
         return data.decode(errors="replace") if isinstance(data, bytes) else str(data)

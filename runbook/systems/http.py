@@ -164,6 +164,8 @@ class Endpoint:
     method: str = "GET"
     headers: Mapping[str, SecretStr] = field(default_factory=dict)
     timeout: float = 10.0
+    content: bytes | None = field(default=None, repr=False)  # the request body
+    content_type: str | None = None  # sent unless `headers` has a Content-Type
 
 
 @dataclass
@@ -185,10 +187,14 @@ class NoAnswer:
 async def request(endpoint: Endpoint, client: httpx.AsyncClient) -> Answer | NoAnswer:
     """One request with `client`, its body read up to MAX_BODY; a failure is a NoAnswer."""
     headers = plain_headers(endpoint.headers)
+    sent = dict(headers)
+    if endpoint.content_type and not any(k.lower() == "content-type" for k in headers):
+        sent["Content-Type"] = endpoint.content_type
     outgoing = client.build_request(
         endpoint.method,
         request_url(endpoint.url, headers),
-        headers=headers,
+        headers=sent,
+        content=endpoint.content,
         timeout=httpx.Timeout(endpoint.timeout),
     )
     started = time.perf_counter()

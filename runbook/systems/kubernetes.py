@@ -4,7 +4,8 @@
 in-cluster service account, then the kubeconfig (default ~/.kube/config, never written back).
 `Cluster` makes the reads: each GET answers plain JSON (`_preload_content=False`) rather than
 the generated models, because big clusters list thousands of pods and a field the models reject
-must not hide a crashloop; lists are read page by page as kubectl's --chunk-size does.
+must not hide a crashloop; lists are read page by page as kubectl's --chunk-size does. Its one
+write is `patch_deployment` (maintenance's rollout_restart: the restartedAt annotation).
 
 Errors are typed: KubernetesConfigError (no client could be configured), KubernetesUnreachable
 (no answer, a TLS failure, or an unreadable one; worth retrying), KubernetesApiError (the API
@@ -31,6 +32,7 @@ from runbook.errors import PermanentError, TransientError
 from runbook.formatting import shorten
 
 PAGE_SIZE = 500  # items per list request, as kubectl's --chunk-size
+METRICS_GROUP, METRICS_VERSION = "metrics.k8s.io", "v1beta1"  # metrics-server (`kubectl top`)
 MASK = "**********"
 
 # One retry (a refused connect or a dropped keep-alive), not urllib3's three.
@@ -97,6 +99,8 @@ class Cluster:
         self._apps = k8s.AppsV1Api(api)
         self._autoscaling = k8s.AutoscalingV2Api(api)
         self._version = k8s.VersionApi(api)
+        self._custom = k8s.CustomObjectsApi(api)
+        self._networking = k8s.NetworkingV1Api(api)
         self.host = api.configuration.host
         self.timeout = timeout
         self._down: KubernetesUnreachable | None = None
@@ -138,22 +142,71 @@ class Cluster:
     def nodes(self) -> list[dict[str, Any]]:
         return self._list(self._core.list_node)
 
-    def pods(self, namespace: str | None) -> list[dict[str, Any]]:
-        """The pods of a namespace, or of all namespaces (None)."""
+    def pods(self, namespace: str | None, selector: str | None = None) -> list[dict[str, Any]]:
+        """The pods of a namespace, or of all namespaces (None); only those whose labels match
+        the label `selector` (`app=counterfactual-lab`) when it is given."""
+        params = {"label_selector": selector} if selector else {}
         if namespace is None:
-            return self._list(self._core.list_pod_for_all_namespaces)
-        return self._list(self._core.list_namespaced_pod, namespace)
+            return self._list(self._core.list_pod_for_all_namespaces, **params)
+        return self._list(self._core.list_namespaced_pod, namespace, **params)
 
-    def deployments(self, namespace: str | None) -> list[dict[str, Any]]:
+    def deployments(
+        self, namespace: str | None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """apps/v1 Deployments of a namespace or of all (None); only those whose labels match
+        the label `selector` (`app=api,tier!=batch`) when it is given."""
+        params = {"label_selector": selector} if selector else {}
         if namespace is None:
-            return self._list(self._apps.list_deployment_for_all_namespaces)
-        return self._list(self._apps.list_namespaced_deployment, namespace)
+            return self._list(self._apps.list_deployment_for_all_namespaces, **params)
+        return self._list(self._apps.list_namespaced_deployment, namespace, **params)
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        """One apps/v1 Deployment (its spec and rollout status); KubernetesApiError 404 when
+        it does not exist."""
+        return self._get(self._apps.read_namespaced_deployment, name, namespace)
+
+    def patch_deployment(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """PATCH a Deployment with a strategic merge patch (as `kubectl rollout restart` and
+        `kubectl patch` send); answers the Deployment as patched."""
+        return self._get(
+            self._apps.patch_namespaced_deployment,
+            name,
+            namespace,
+            patch,
+            _content_type="application/strategic-merge-patch+json",
+        )
 
     def hpas(self, namespace: str | None) -> list[dict[str, Any]]:
         """autoscaling/v2 HorizontalPodAutoscalers."""
         if namespace is None:
             return self._list(self._autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces)
         return self._list(self._autoscaling.list_namespaced_horizontal_pod_autoscaler, namespace)
+
+    def node_metrics(self) -> list[dict[str, Any]]:
+        """metrics.k8s.io/v1beta1 NodeMetrics (`kubectl top nodes`): usage.cpu, usage.memory
+        as quantities. KubernetesApiError 404 when no metrics server serves the API."""
+        return self._list(
+            self._custom.list_cluster_custom_object, METRICS_GROUP, METRICS_VERSION, "nodes"
+        )
+
+    def pod_metrics(self, namespace: str | None) -> list[dict[str, Any]]:
+        """metrics.k8s.io/v1beta1 PodMetrics (`kubectl top pods`) of a namespace, or of all
+        namespaces (None): each container's usage.cpu and usage.memory."""
+        if namespace is None:
+            return self._list(
+                self._custom.list_cluster_custom_object, METRICS_GROUP, METRICS_VERSION, "pods"
+            )
+        return self._list(
+            self._custom.list_namespaced_custom_object,
+            METRICS_GROUP,
+            METRICS_VERSION,
+            namespace,
+            "pods",
+        )
+
+    def network_policies(self, namespace: str) -> list[dict[str, Any]]:
+        """networking.k8s.io/v1 NetworkPolicies of a namespace (`kubectl get networkpolicy`)."""
+        return self._list(self._networking.list_namespaced_network_policy, namespace)
 
     def events(self, namespace: str | None) -> list[dict[str, Any]]:
         """core/v1 Events (`kubectl get events`)."""
@@ -162,12 +215,22 @@ class Cluster:
         return self._list(self._core.list_namespaced_event, namespace)
 
     def pod_log(
-        self, namespace: str, pod: str, container: str, *, previous: bool, tail: int
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        *,
+        previous: bool,
+        tail: int,
+        since_seconds: int | None = None,
+        timestamps: bool = False,
     ) -> str:
         """The last `tail` lines a container wrote (`kubectl logs --previous` when
-        `previous`), scrubbed of the cluster's secrets."""
+        `previous`), only those of the last `since_seconds` when given, each line prefixed
+        with its RFC 3339 time with `timestamps`; scrubbed of the cluster's secrets."""
         if self._down is not None:
             raise KubernetesUnreachable(str(self._down))
+        window = {"since_seconds": since_seconds} if since_seconds else {}
         try:
             response = self._core.read_namespaced_pod_log(
                 pod,
@@ -175,8 +238,10 @@ class Cluster:
                 container=container,
                 previous=previous,
                 tail_lines=tail,
+                timestamps=timestamps,
                 _preload_content=False,
                 _request_timeout=self.timeout,
+                **window,
             )
         except ApiException as exc:
             reason = self.scrub(str(exc.reason or ""))
@@ -193,8 +258,8 @@ class Cluster:
     # --- one request -------------------------------------------------------------------------
 
     def _get(self, call: Callable[..., Any], *args: Any, **params: Any) -> dict[str, Any]:
-        """One GET as JSON. Raises KubernetesUnreachable or KubernetesApiError. Once the server
-        is unreachable, later calls fail at once."""
+        """One request (a GET, or a PATCH) as JSON. Raises KubernetesUnreachable or
+        KubernetesApiError. Once the server is unreachable, later calls fail at once."""
         if self._down is not None:
             raise KubernetesUnreachable(str(self._down))
         try:
@@ -227,12 +292,12 @@ class Cluster:
         finally:
             response.release_conn()
 
-    def _list(self, call: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
+    def _list(self, call: Callable[..., Any], *args: Any, **params: Any) -> list[dict[str, Any]]:
         """Every item of a list, page by page as kubectl does."""
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            page = self._get(call, *args, limit=PAGE_SIZE, _continue=token)
+            page = self._get(call, *args, limit=PAGE_SIZE, _continue=token, **params)
             items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:

@@ -1,4 +1,4 @@
-"""Host checks for the machine the flow runs on: disk, inodes, memory, load (runbook 000).
+"""Host checks for the machine the flow runs on: disk, inodes, memory, load, CPU (runbook 000).
 
 Measuring and grading are separate so the grading can be tested with any numbers:
 `measure_mounts` -> `disk_results` / `inode_results`, `memory_result`, `load_result`.
@@ -13,6 +13,9 @@ Measuring and grading are separate so the grading can be tested with any numbers
   memory, not the container's cgroup limit.
 - `host.load`: 5-minute load average / logical CPUs. The load average is host-wide, so it is
   divided by the host's CPU count, not by a container's CPU quota.
+- `host.cpu`: % of CPU time busy over a short sample (`cpu_sample`, 2 s by default): two reads
+  of /proc/stat's "cpu" line, busy = total - idle - iowait over the delta (as top and mpstat
+  count it; steal counts as busy: the CPU was not ours to use). Host-wide, like the load.
 
 Mounts: `target.mounts` when set (each must be a mount point, else critical "no such mount":
 a volume that failed to mount silently fills the root filesystem instead). When empty, every
@@ -25,6 +28,7 @@ same filesystem (bind mounts: the shortest mount point is kept).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -189,6 +193,43 @@ def _not_a_mount(path: str) -> str:
     return f"not a mount point, it is on the filesystem mounted at {parent}"
 
 
+@dataclass(frozen=True)
+class CpuTimes:
+    """The cumulative CPU time of /proc/stat's aggregate "cpu" line, in clock ticks."""
+
+    total: int  # user + nice + system + idle + iowait + irq + softirq + steal
+    idle: int  # idle + iowait: waiting on disk is not working
+    iowait: int = 0
+    steal: int = 0
+
+
+def parse_proc_stat(text: str) -> CpuTimes:
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            fields = [int(f) for f in line.split()[1:]]
+            break
+    else:
+        raise ValueError('no aggregate "cpu" line in /proc/stat')
+    if len(fields) < 4:
+        raise ValueError(f'/proc/stat "cpu" line has {len(fields)} fields, expected at least 4')
+    fields = (fields + [0] * 8)[:8]  # guest and guest_nice are already inside user and nice
+    return CpuTimes(
+        total=sum(fields), idle=fields[3] + fields[4], iowait=fields[4], steal=fields[7]
+    )
+
+
+def read_cpu_times(path: str = "/proc/stat") -> CpuTimes:
+    with open(path, encoding="ascii") as stat:
+        return parse_proc_stat(stat.read())
+
+
+def sample_cpu(seconds: float, path: str = "/proc/stat") -> tuple[CpuTimes, CpuTimes]:
+    """Two reads of /proc/stat `seconds` apart."""
+    before = read_cpu_times(path)
+    time.sleep(seconds)
+    return before, read_cpu_times(path)
+
+
 # --- grading ---------------------------------------------------------------------------------
 
 
@@ -286,6 +327,29 @@ def load_result(load5: float, cores: int, target: HostTarget, duration: float = 
     )
 
 
+def cpu_result(
+    before: CpuTimes, after: CpuTimes, target: HostTarget, duration: float = 0.0
+) -> CheckResult:
+    """% busy between two /proc/stat reads, graded against `target.cpu`."""
+    total = after.total - before.total
+    if total <= 0:  # no tick passed (a sample shorter than 1/USER_HZ) or the counters reset
+        return measured(
+            "host.cpu", target.name, None, target.cpu, "no CPU time passed between the samples"
+        )
+    busy = total - (after.idle - before.idle)
+    value = round(100.0 * busy / total, 2)
+    iowait = 100.0 * (after.iowait - before.iowait) / total
+    steal = 100.0 * (after.steal - before.steal) / total
+    seconds = target.cpu_sample.total_seconds()
+    message = (
+        f"{value:g}% busy over a {seconds:g} s sample on {os.cpu_count() or '?'} CPUs "
+        f"(iowait {iowait:.1f}%, steal {steal:.1f}%)"
+    )
+    return measured(
+        "host.cpu", target.name, value, target.cpu, message, unit="%", duration=duration
+    )
+
+
 def _what(usage: MountUsage) -> str:
     parts = list(dict.fromkeys(p for p in (usage.fstype, usage.device) if p))
     return f" ({' on '.join(parts)})" if parts else ""
@@ -308,7 +372,7 @@ def _unmeasured(
 
 
 def check_host(target: HostTarget) -> list[CheckResult]:
-    """Disk and inodes per mount, then memory and load, of the machine this runs on."""
+    """Disk and inodes per mount, then memory, load and CPU of the machine this runs on."""
     usages = measure_mounts(target)
     results = [*disk_results(usages, target), *inode_results(usages, target)]
 
@@ -327,14 +391,26 @@ def check_host(target: HostTarget) -> list[CheckResult]:
             results.append(_failed("host.load", target, exc, elapsed()))
         else:
             results.append(load_result(load5, os.cpu_count() or 0, target, elapsed()))
+
+    if target.cpu_sample.total_seconds() > 0:
+        with timer() as elapsed:
+            try:
+                before, after = sample_cpu(target.cpu_sample.total_seconds())
+            except (OSError, ValueError) as exc:
+                results.append(_failed("host.cpu", target, exc, elapsed()))
+            else:
+                results.append(cpu_result(before, after, target, elapsed()))
     return results
 
 
-def _failed(check: str, target: HostTarget, exc: OSError, duration: float) -> CheckResult:
+def _failed(
+    check: str, target: HostTarget, exc: OSError | ValueError, duration: float
+) -> CheckResult:
+    reason = getattr(exc, "strerror", None) or exc
     return CheckResult(
         check=check,
         target=target.name,
         status=Status.UNKNOWN,
-        message=f"cannot measure: {exc.strerror or exc}",
+        message=f"cannot measure: {reason}",
         duration=round(duration, 4),
     )

@@ -10,6 +10,11 @@ One endpoint yields, in this order:
                   separate unverified TLS connection so self-signed and expired certs still
                   tell their expiry
 
+Any method (GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE) with headers and a request body:
+`json` (sent as application/json) or `body` (text). The body is never put in a message; with
+`body_secret` it is also scrubbed from them (the whole body and each of its values), for a
+server that echoes what it was sent.
+
 `check_http` runs many endpoints concurrently in a private event loop, each under a hard
 deadline, so one hung server cannot stall the run. No header value, URL userinfo or
 secret-looking query value ever appears in a message: URLs are shown redacted and every
@@ -64,11 +69,52 @@ def scrub_results(results: list[CheckResult], secrets: set[str]) -> list[CheckRe
 
 
 def _target_secrets(target: HttpTarget) -> set[str]:
-    return secrets_of(target.url, target.headers)
+    secrets = secrets_of(target.url, target.headers)
+    if target.body_secret and target.has_body:
+        secrets |= body_secrets(target)
+    return secrets
+
+
+def body_secrets(target: HttpTarget) -> set[str]:
+    """A secret body as a whole, and each of its text values: a server that echoes
+    one field back (a validation error) must not carry it into a message either."""
+    if target.body is not None:
+        return {target.body, *(line for line in target.body.splitlines() if line.strip())}
+    found = {json.dumps(target.json_body), json.dumps(target.json_body, separators=(",", ":"))}
+
+    def leaves(node: Any) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                leaves(value)
+        elif isinstance(node, list):
+            for value in node:
+                leaves(value)
+        elif isinstance(node, str):  # numbers are left: scrubbing "200" would hide statuses
+            found.update({node, json.dumps(node)[1:-1]})
+
+    leaves(target.json_body)
+    return found
+
+
+def request_body(target: HttpTarget) -> tuple[bytes | None, str | None]:
+    """(content, content type) of the target's request body."""
+    if target.json_body is not None:
+        return json.dumps(target.json_body).encode(), "application/json"
+    if target.body is not None:
+        return target.body.encode(), "text/plain; charset=utf-8"
+    return None, None
 
 
 def _endpoint(target: HttpTarget) -> Endpoint:
-    return Endpoint(target.url, target.method, target.headers, target.timeout.total_seconds())
+    content, content_type = request_body(target)
+    return Endpoint(
+        target.url,
+        target.method,
+        target.headers,
+        target.timeout.total_seconds(),
+        content,
+        content_type,
+    )
 
 
 # --- JSON conditions -------------------------------------------------------------------------

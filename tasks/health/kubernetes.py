@@ -24,6 +24,16 @@ Checks, each a CheckResult whose `target` is always the configured target's name
     desired -> critical when none is available, warn otherwise.
   - `hpa_at_max`: autoscaling/v2 HPAs with currentReplicas >= maxReplicas -> warn (HPAs pinned
     with minReplicas == maxReplicas are always "at max" and are left out).
+  - `usage` (with `metrics: true`): metrics.k8s.io usage of every container against its
+    limits (`kubectl top pods --containers` beside the pod specs). Graded with `usage` on the
+    highest % of a limit (memory or CPU) any container uses; the message names it, the
+    containers above their requests (they live on the node's spare capacity) and how many set
+    no memory limit. metrics.k8s.io not served (no metrics-server) -> unknown with the hint.
+  - `network_policies` (with `network_policies: true`, runbook 003): a namespace with no
+    NetworkPolicy -> warn; the message names the policies and whether one selects every pod.
+  `selector` (a label selector, runbook 002's `-l app=counterfactual-lab`) narrows the pods,
+  their usage and the deployments to the matching ones; HPAs and NetworkPolicies are not
+  filtered.
   A namespace that GET /api/v1/namespaces/{name} says does not exist -> each of its checks
   critical "namespace not found" (listing pods there would just answer an empty list). When the
   credentials may not read namespaces (403), the lists are checked anyway.
@@ -41,9 +51,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from runbook.config import KubernetesTarget
+from kubernetes.utils import parse_quantity
+
+from runbook.config import KubernetesTarget, Threshold
 from runbook.formatting import shorten
-from runbook.health import CheckResult, Status, describe, grade, timer
+from runbook.health import CheckResult, Status, describe, grade, measured, timer
 from runbook.systems.kubernetes import (
     MASK,
     Cluster,
@@ -189,7 +201,7 @@ def _check_namespace(
                     message = f"namespace {namespace} not found (kubectl get namespaces)"
                     return [
                         _result(check(short), name, Status.CRITICAL, message, elapsed())
-                        for short in NAMESPACED_CHECKS
+                        for short in namespaced_checks(target)
                     ]
                 # 403: may not read namespaces; the lists below tell what they can
             except KubernetesUnreachable:
@@ -198,13 +210,14 @@ def _check_namespace(
     results: list[CheckResult] = []
     with timer() as elapsed:
         try:
-            pods = cluster.pods(namespace)
+            pods = cluster.pods(namespace, target.selector)
         except (KubernetesUnreachable, KubernetesApiError) as exc:
             action = f"list pods in {where}"
             results += [
                 _failure(check(short), name, exc, action, unreachable, elapsed())
                 for short in ("pods_not_ready", "crashloop", "restarts")
             ]
+            pods = None
         else:
             live = [p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")]
             took = elapsed()
@@ -215,7 +228,7 @@ def _check_namespace(
             ]
     with timer() as elapsed:
         try:
-            deployments = cluster.deployments(namespace)
+            deployments = cluster.deployments(namespace, target.selector)
         except (KubernetesUnreachable, KubernetesApiError) as exc:
             action = f"list deployments in {where}"
             results.append(
@@ -231,7 +244,163 @@ def _check_namespace(
             results.append(_failure(check("hpa_at_max"), name, exc, action, unreachable, elapsed()))
         else:
             results.append(_hpa_at_max(check("hpa_at_max"), name, hpas, elapsed()))
+    if target.metrics:
+        results.append(_check_usage(cluster, target, namespace, pods, unreachable))
+    if target.network_policies and namespace is not None:
+        results.append(_check_policies(cluster, target, namespace, unreachable))
     return results
+
+
+def namespaced_checks(target: KubernetesTarget) -> list[str]:
+    """The short names of the per-namespace checks this target makes."""
+    shorts = list(NAMESPACED_CHECKS)
+    if target.metrics:
+        shorts.append("usage")
+    if target.network_policies:
+        shorts.append("network_policies")
+    return shorts
+
+
+def _check_usage(
+    cluster: Cluster,
+    target: KubernetesTarget,
+    namespace: str | None,
+    pods: list[dict[str, Any]] | None,
+    unreachable: Status,
+) -> CheckResult:
+    check = f"kubernetes.usage[{namespace}]" if namespace else "kubernetes.usage"
+    where = f"namespace {namespace}" if namespace else "all namespaces"
+    with timer() as elapsed:
+        if pods is None:
+            message = f"not measured: the pods of {where} could not be listed"
+            return _result(check, target.name, Status.UNKNOWN, message, elapsed())
+        try:
+            metrics = cluster.pod_metrics(namespace)
+        except (KubernetesUnreachable, KubernetesApiError) as exc:
+            if isinstance(exc, KubernetesApiError) and exc.status == 404:
+                message = (
+                    "metrics.k8s.io is not served: install metrics-server, or set metrics: "
+                    "false on this target"
+                )
+                return _result(check, target.name, Status.UNKNOWN, message, elapsed())
+            action = f"read pod metrics in {where}"
+            return _failure(check, target.name, exc, action, unreachable, elapsed())
+        return usage_result(check, target.name, pods, metrics, target.usage, elapsed())
+
+
+def _check_policies(
+    cluster: Cluster, target: KubernetesTarget, namespace: str, unreachable: Status
+) -> CheckResult:
+    check = f"kubernetes.network_policies[{namespace}]"
+    with timer() as elapsed:
+        try:
+            policies = cluster.network_policies(namespace)
+        except (KubernetesUnreachable, KubernetesApiError) as exc:
+            action = f"list networkpolicies in namespace {namespace}"
+            return _failure(check, target.name, exc, action, unreachable, elapsed())
+    if not policies:
+        message = (
+            f"no NetworkPolicy in namespace {namespace}: every pod accepts traffic from "
+            "anywhere in the cluster"
+        )
+        return _result(check, target.name, Status.WARN, message, elapsed(), 0)
+    names = [p.get("metadata", {}).get("name", "?") for p in policies]
+    everything = [
+        n
+        for n, p in zip(names, policies, strict=True)
+        if not ((p.get("spec") or {}).get("podSelector") or {})
+    ]
+    scope = (
+        f"; {', '.join(everything)} selects every pod"
+        if everything
+        else "; none selects every pod (no default policy)"
+    )
+    message = f"{len(policies)} NetworkPolic{'y' if len(policies) == 1 else 'ies'}: "
+    message += _names(names) + scope
+    return _result(check, target.name, Status.OK, message, elapsed(), len(policies))
+
+
+def _quantity(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(parse_quantity(value))
+    except (ValueError, TypeError):
+        return None
+
+
+def _amount(resource: str, value: float) -> str:
+    if resource == "cpu":
+        return f"{value * 1000:.0f}m"
+    return f"{value / 2**20:.0f}Mi"
+
+
+def usage_result(
+    check: str,
+    name: str,
+    pods: list[dict[str, Any]],
+    metrics: list[dict[str, Any]],
+    threshold: Threshold,
+    took: float = 0.0,
+) -> CheckResult:
+    """Every container's usage (PodMetrics) against the requests and limits of its pod spec;
+    graded on the highest % of a limit."""
+    specs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for pod in pods:
+        meta = pod.get("metadata", {})
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            key = (meta.get("namespace", ""), meta.get("name", ""), container.get("name", ""))
+            specs[key] = container.get("resources") or {}
+    worst_share: tuple[float, str] | None = None
+    over_request: list[str] = []
+    unlimited: list[str] = []
+    measured_containers = 0
+    for item in metrics:
+        meta = item.get("metadata", {})
+        for container in item.get("containers") or []:
+            key = (meta.get("namespace", ""), meta.get("name", ""), container.get("name", ""))
+            resources = specs.get(key)
+            if resources is None:
+                continue  # a pod the selector left out, or gone since it was listed
+            measured_containers += 1
+            label = "/".join(key)
+            for resource in ("memory", "cpu"):
+                used = _quantity((container.get("usage") or {}).get(resource))
+                if used is None:
+                    continue
+                request = _quantity((resources.get("requests") or {}).get(resource))
+                limit = _quantity((resources.get("limits") or {}).get(resource))
+                if request and used > request:
+                    over_request.append(
+                        f"{label} {resource} {_amount(resource, used)} > "
+                        f"{_amount(resource, request)}"
+                    )
+                if limit:
+                    share = 100 * used / limit
+                    text = (
+                        f"{label} {resource} {_amount(resource, used)} of "
+                        f"{_amount(resource, limit)} limit ({share:.1f}%)"
+                    )
+                    if worst_share is None or share > worst_share[0]:
+                        worst_share = (share, text)
+                elif resource == "memory":
+                    unlimited.append(label)
+    notes = []
+    if over_request:
+        notes.append(f"{len(over_request)} above their requests: {_names(over_request)}")
+    if unlimited:
+        notes.append(f"{len(unlimited)} with no memory limit: {_names(unlimited)}")
+    tail = "".join(f"; {n}" for n in notes)
+    if measured_containers == 0:
+        status = Status.OK if not specs else Status.UNKNOWN
+        message = "no pods" if not specs else "no metrics for these pods yet (metrics-server)"
+        return _result(check, name, status, message, took)
+    if worst_share is None:
+        message = f"{measured_containers} containers measured, none sets a limit{tail}"
+        return _result(check, name, Status.OK, message, took)
+    value = round(worst_share[0], 1)
+    message = f"busiest: {worst_share[1]}; {measured_containers} containers measured{tail}"
+    return measured(check, name, value, threshold, message, unit="%", duration=took)
 
 
 def _pods_not_ready(

@@ -1,7 +1,9 @@
 """Log checks: lines matching runbook 000's greps, counted since the last run.
 
 `check_logs(target, state) -> (results, new_state)`: the caller stores `new_state` (plain JSON)
-and passes it back next run; `{}` means "never ran".
+and passes it back next run; `{}` means "never ran". Besides files, a target can read the logs
+of containers and pods (`docker:` and `kubernetes:` sources, tasks.health.log_streams): the
+caller passes `streams`, which reads them and feeds their lines to the same patterns.
 
 What is counted
 - A line is counted once per pattern when it matches (`grep -c` semantics: a line with two
@@ -45,8 +47,12 @@ Results
   pattern's `count` threshold; the message gives the count per file, up to 3 sample lines
   (120 characters each) and notes about rotations. An unreadable file makes a pattern that
   would be ok `unknown` (its count is incomplete); warn/critical stay.
-- `logs.files`: critical "no file matches <path>" for every configured path or glob that
-  matches no file, unknown for unreadable files, else ok with the number of files watched.
+- `logs.files` (when the target has paths): critical "no file matches <path>" for every
+  configured path or glob that matches no file, unknown for unreadable files, else ok with the
+  number of files watched.
+- `logs.sources` (when it has docker or kubernetes sources): critical for a source that
+  matches no container or pod, unknown for one that could not be read (its patterns that
+  would be ok turn unknown too), else ok with the number of streams read.
 """
 
 from __future__ import annotations
@@ -57,12 +63,13 @@ import hashlib
 import os
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from runbook.config import LogPattern, LogsTarget
 from runbook.health import CheckResult, Status, measured, timer, worst
+from tasks.health.log_streams import Feed, StreamRead
 
 STATE_VERSION = 1
 MAX_LINE = 1 << 20  # bytes of one line that are kept and matched
@@ -295,6 +302,7 @@ class _LogRun:
         self.by_identity: dict[tuple[int, int], str] = {}
         self.missing: list[str] = []
         self._siblings: dict[str, list[tuple[str, os.stat_result]]] = {}
+        self.streams: StreamRead | None = None  # the container and pod sources, when read
 
     # --- steps
 
@@ -527,16 +535,25 @@ class _LogRun:
     # --- outcome
 
     def state(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "version": STATE_VERSION,
             "paths": list(self.target.paths),
             "files": {path: entry.dump() for path, entry in sorted(self.new.items())},
         }
+        if self.streams is not None:
+            state["streams"] = self.streams.state
+        return state
 
     def results(self, duration: float) -> list[CheckResult]:
         tally = self.tally
-        unreadable = Status.UNKNOWN if tally.errors else Status.OK
-        results = [self._files_result(duration)]
+        streams = self.streams
+        failed = tally.errors or (streams is not None and streams.errors)
+        unreadable = Status.UNKNOWN if failed else Status.OK
+        results = []
+        if self.target.paths:
+            results.append(self._files_result(duration))
+        if streams is not None:
+            results.append(_sources_result(self.target, streams, duration))
         for pattern in self.target.patterns:
             result = measured(
                 f"logs.{pattern.name}",
@@ -575,28 +592,74 @@ class _LogRun:
 
     def _pattern_message(self, pattern: LogPattern) -> str:
         tally = self.tally
-        if self.first_run:
+        streams = self.streams
+        if self.first_run and streams is None:
             parts = ["baseline taken, counting from now"]
         else:
             per_file = tally.counts.get(pattern.name, {})
             total = sum(per_file.values())
-            head = f"{total} matching line{'' if total == 1 else 's'} since the last run"
+            when = "since the last run"
+            if self.first_run:  # only the container and pod logs were read, over `since`
+                when = f"in the container and pod logs of the last {_hours(self.target)}"
+            head = f"{total} matching line{'' if total == 1 else 's'} {when}"
             if per_file:
                 head += " (" + ", ".join(f"{label}: {n}" for label, n in per_file.items()) + ")"
             parts = [head]
             samples = tally.samples.get(pattern.name)
             if samples:
                 parts.append("e.g. " + " | ".join(samples))
+            if self.first_run and self.target.paths:
+                parts.append("log files: baseline taken, counting from now")
             parts += [f"baseline taken for {spec}, counting from now" for spec in self.baselined]
         parts += tally.notes + tally.errors
+        if streams is not None:
+            parts += streams.notes + streams.errors
         return "; ".join(parts)
 
 
-def check_logs(target: LogsTarget, state: dict[str, Any]) -> tuple[list[CheckResult], dict]:
+def _hours(target: LogsTarget) -> str:
+    seconds = target.since.total_seconds()
+    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds / 60:g} min"
+
+
+def _sources_result(target: LogsTarget, streams: StreamRead, duration: float) -> CheckResult:
+    problems = [f"nothing to read: no container or pod matches {w}" for w in streams.empty]
+    problems += streams.errors
+    status = worst(
+        [
+            Status.CRITICAL if streams.empty else Status.OK,
+            Status.UNKNOWN if streams.errors else Status.OK,
+        ]
+    )
+    if problems:
+        message = "; ".join(problems)
+    else:
+        shown = ", ".join(streams.watched[:5])
+        more = f" and {len(streams.watched) - 5} more" if len(streams.watched) > 5 else ""
+        message = f"{len(streams.watched)} container log(s) read: {shown}{more}"
+    return CheckResult(
+        check="logs.sources",
+        target=target.name,
+        status=status,
+        value=len(streams.watched),
+        message=message,
+        duration=round(duration, 4),
+    )
+
+
+def check_logs(
+    target: LogsTarget,
+    state: dict[str, Any],
+    streams: Callable[[dict[str, Any], Feed], StreamRead] | None = None,
+) -> tuple[list[CheckResult], dict]:
     """Results for the lines appended since the run that returned `state`, and the state to
-    pass to the next run."""
+    pass to the next run. `streams(previous stream state, feed)` reads the container and pod
+    sources (when the target has any), feeding each line to the patterns."""
     with timer() as elapsed:
         run = _LogRun(target, state or {})
         run.run()
+        if streams is not None and (target.docker or target.kubernetes):
+            previous = (state or {}).get("streams")
+            run.streams = streams(previous if isinstance(previous, dict) else {}, run.tally.line)
         duration = elapsed()
     return run.results(duration), run.state()

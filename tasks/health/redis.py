@@ -1,12 +1,24 @@
 """Redis health checks over one connection: ping latency, memory vs maxmemory, hit rate
 (runbook 000: warn under 30 %), evictions, rejected connections, fragmentation, last RDB
 save and the replication link.
+
+The hit rate of a health run is over the interval since the previous run
+(`check_redis_health_since`): INFO's keyspace_hits/keyspace_misses are kept in the health
+state between runs and the rate is graded on their deltas, so a cache that went cold an hour
+ago is not hidden by a week of good hits since the server started. The first run has no
+previous sample and says so (ok: nothing to grade yet). A restart or CONFIG RESETSTAT (a new
+run_id or counters that went down) makes the interval "since the restart". Called on its
+own, `check_redis_health` grades the rate since start.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
 
 from runbook.config import RedisHealth, RedisTarget, Threshold
 from runbook.errors import PermanentError, TransientError
@@ -45,7 +57,36 @@ class _Reading:
 def check_redis_health(
     target: RedisTarget, unreachable: Status = Status.CRITICAL
 ) -> list[CheckResult]:
-    """PING, then INFO all and CONFIG GET save over one connection; one CheckResult per check.
+    """The checks of one target on their own: the hit rate is since the server started."""
+    return _check_redis(target, unreachable, _REDIS_PROBES)[0]
+
+
+def check_redis_health_since(
+    target: RedisTarget, unreachable: Status, previous: dict[str, Any], now: datetime
+) -> tuple[list[CheckResult], dict[str, Any]]:
+    """The checks of a health run, the hit rate over the interval since the previous run.
+
+    `previous` is what the previous run returned as state ({} the first time); returns the
+    results and the state to keep for the next run (the previous one again when INFO could
+    not be read, so one failed run does not lose the baseline).
+    """
+    since = partial(_probe_hit_rate_since, previous=previous, now=now)
+    probes = tuple((c, since if c == "redis.hit_rate" else p) for c, p in _REDIS_PROBES)
+    results, info = _check_redis(target, unreachable, probes)
+    if info is None:
+        return results, previous
+    try:
+        state = hit_counters(info, now)
+    except PermanentError:
+        return results, previous
+    return results, state
+
+
+def _check_redis(
+    target: RedisTarget, unreachable: Status, probes: tuple[tuple[str, _Probe], ...]
+) -> tuple[list[CheckResult], dict[str, str] | None]:
+    """PING, then INFO all and CONFIG GET save over one connection; one CheckResult per check,
+    and the INFO fields (None when INFO could not be read).
 
     Cannot connect or PING -> only `redis.ping`: `unreachable` when the server is down, did
     not answer or is loading, critical for rejected or missing credentials. No message
@@ -66,11 +107,11 @@ def check_redis_health(
                 except (OSError, TransientError, PermanentError) as exc:
                     problem = _health_error(exc, endpoint)
         except RedisAuthError as exc:
-            return [_ping_failed(target, Status.CRITICAL, str(exc), elapsed())]
+            return [_ping_failed(target, Status.CRITICAL, str(exc), elapsed())], None
         except TransientError as exc:
-            return [_ping_failed(target, unreachable, str(exc), elapsed())]
+            return [_ping_failed(target, unreachable, str(exc), elapsed())], None
         except PermanentError as exc:
-            return [_ping_failed(target, Status.CRITICAL, str(exc), elapsed())]
+            return [_ping_failed(target, Status.CRITICAL, str(exc), elapsed())], None
     version = f"; redis {server[0].get('redis_version', '?')}" if server else ""
     auth = " and AUTH" if endpoint.password is not None else ""
     results = [
@@ -88,7 +129,7 @@ def check_redis_health(
             connected + latency,
         )
     ]
-    for check, probe in _REDIS_PROBES:
+    for check, probe in probes:
         with timer() as took:
             if server is None:
                 reading = _Reading(None, f"INFO failed: {problem}", status=Status.UNKNOWN)
@@ -103,7 +144,7 @@ def check_redis_health(
                         status=Status.UNKNOWN,
                     )
             results.append(_result(target, check, reading, took()))
-    return results
+    return results, (server[0] if server else None)
 
 
 def _ping(conn: Connection) -> str:
@@ -238,6 +279,67 @@ def _probe_hit_rate(info: dict[str, str], save: str | None, health: RedisHealth)
     )
 
 
+def hit_counters(info: dict[str, str], now: datetime) -> dict[str, Any]:
+    """What the next run needs to grade its interval: the counters, the server's run_id (a
+    restart starts them again) and when they were read."""
+    return {
+        "keyspace_hits": _number(info, "keyspace_hits"),
+        "keyspace_misses": _number(info, "keyspace_misses"),
+        "run_id": info.get("run_id", ""),
+        "at": now.isoformat(),
+    }
+
+
+def _probe_hit_rate_since(
+    info: dict[str, str],
+    save: str | None,
+    health: RedisHealth,
+    *,
+    previous: dict[str, Any],
+    now: datetime,
+) -> _Reading:
+    hits, misses = _number(info, "keyspace_hits"), _number(info, "keyspace_misses")
+    if not previous:
+        return _Reading(
+            None,
+            "no previous sample: the hit rate is graded from the next run on, over the interval "
+            f"since this one ({hits:,} hits, {misses:,} misses since start)",
+            status=Status.OK,
+        )
+    before_hits, before_misses = int(previous["keyspace_hits"]), int(previous["keyspace_misses"])
+    at = datetime.fromisoformat(previous["at"])
+    span = _span((now - at).total_seconds())
+    restarted = previous.get("run_id") != info.get("run_id", "")
+    if restarted or hits < before_hits or misses < before_misses:
+        # the counters started again (restart or CONFIG RESETSTAT) inside the interval
+        interval = f"since a restart or CONFIG RESETSTAT within the last {span}"
+        hits_delta, misses_delta = hits, misses
+    else:
+        interval = f"in the {span} since the previous run"
+        hits_delta, misses_delta = hits - before_hits, misses - before_misses
+    lookups = hits_delta + misses_delta
+    if lookups < MIN_LOOKUPS:
+        return _Reading(
+            None, f"not enough lookups {interval} ({lookups:,}, need {MIN_LOOKUPS}) to grade"
+        )
+    rate = round(100 * hits_delta / lookups, 1)
+    return _Reading(
+        rate,
+        f"{rate:g}% of {lookups:,} key lookups hit {interval} "
+        f"({hits_delta:,} hits, {misses_delta:,} misses)",
+        health.hit_rate,
+        "%",
+    )
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _probe_evicted_keys(info: dict[str, str], save: str | None, health: RedisHealth) -> _Reading:
     evicted = _number(info, "evicted_keys")
     return _Reading(
@@ -333,7 +435,9 @@ def _probe_replication(info: dict[str, str], save: str | None, health: RedisHeal
     )
 
 
-_REDIS_PROBES = (
+_Probe = Callable[[dict[str, str], str | None, RedisHealth], _Reading]
+
+_REDIS_PROBES: tuple[tuple[str, _Probe], ...] = (
     ("redis.memory", _probe_memory),
     ("redis.hit_rate", _probe_hit_rate),
     ("redis.evicted_keys", _probe_evicted_keys),

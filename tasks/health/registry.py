@@ -17,20 +17,34 @@ from runbook.config import Config
 from runbook.errors import RunbookError
 from runbook.health import CheckResult, Status
 from runbook.runtime import Runtime
+from tasks.health.alertmanager import check_alertmanager
+from tasks.health.capacity import check_capacity
 from tasks.health.docker import check_docker
 from tasks.health.freshness import check_backup_freshness, check_drill_freshness
 from tasks.health.host import check_host
 from tasks.health.http import check_http
 from tasks.health.kubernetes import check_kubernetes
+from tasks.health.log_streams import Feed, StreamRead, read_log_streams
 from tasks.health.logs import check_logs
 from tasks.health.postgres import check_postgres_health
 from tasks.health.prometheus import check_prometheus
-from tasks.health.redis import check_redis_health
+from tasks.health.redis import check_redis_health_since
 
 # What `--only` accepts, in report order. "backups" is the freshness of verified backups and
-# of passed DR drills.
+# of passed DR drills; "capacity" the P10 days until 90 % of each limited resource (it runs
+# when the config has a `capacity:` section).
 CheckKind = Literal[
-    "http", "postgres", "redis", "prometheus", "kubernetes", "docker", "host", "logs", "backups"
+    "http",
+    "postgres",
+    "redis",
+    "prometheus",
+    "alertmanager",
+    "kubernetes",
+    "docker",
+    "host",
+    "logs",
+    "backups",
+    "capacity",
 ]
 
 
@@ -79,10 +93,37 @@ def _freshness(runtime: Runtime, _target: None, now: datetime) -> list[CheckResu
     )
 
 
-def _logs(runtime: Runtime, target: Any, _now: datetime) -> list[CheckResult]:
+def _logs(runtime: Runtime, target: Any, now: datetime) -> list[CheckResult]:
     history = HealthHistory(runtime.catalog)
     key = f"logs:{target.name}"  # where the log offsets of this target live between runs
-    results, state = check_logs(target, history.get_state(key))
+    targets = runtime.config.targets
+    engines = {t.name: t for t in targets.docker}
+    clusters = {t.name: t for t in targets.kubernetes}
+
+    def streams(previous: dict[str, Any], feed: Feed) -> StreamRead:
+        return read_log_streams(target, engines, clusters, previous, now, feed)
+
+    results, state = check_logs(target, history.get_state(key), streams)
+    history.put_state(key, state)
+    return results
+
+
+def _redis(runtime: Runtime, target: Any, now: datetime) -> list[CheckResult]:
+    history = HealthHistory(runtime.catalog)
+    key = f"redis:{target.name}"  # the hit counters of the previous run: the hit rate interval
+    results, state = check_redis_health_since(
+        target, _unreachable(runtime), history.get_state(key), now
+    )
+    history.put_state(key, state)
+    return results
+
+
+def _alertmanager(runtime: Runtime, target: Any, now: datetime) -> list[CheckResult]:
+    history = HealthHistory(runtime.catalog)
+    key = f"alertmanager:{target.name}"  # the alerts the previous run saw firing
+    results, state = check_alertmanager(
+        target, _unreachable(runtime), history.get_state(key), now
+    )
     history.put_state(key, state)
     return results
 
@@ -95,13 +136,18 @@ def _with_unreachable(check: Callable[[Any, Status], list[CheckResult]]) -> Chec
 REGISTRY: dict[str, Check] = {
     "http": Check(_http, per_target=False),
     "postgres": _with_unreachable(check_postgres_health),
-    "redis": _with_unreachable(check_redis_health),
+    "redis": Check(_redis),
     "prometheus": _with_unreachable(check_prometheus),
+    "alertmanager": Check(_alertmanager),
     "kubernetes": _with_unreachable(check_kubernetes),
     "docker": _with_unreachable(check_docker),
     "host": Check(lambda _runtime, target, _now: check_host(target)),
     "logs": Check(_logs),
     "backups": Check(_freshness, per_target=False),
+    "capacity": Check(
+        lambda runtime, _target, now: check_capacity(runtime.config, runtime.catalog, now),
+        per_target=False,
+    ),
 }
 
 
@@ -112,6 +158,9 @@ def check_plan(config: Config, kinds: list[str]) -> list[tuple[str, str | None]]
     for kind in kinds:
         if kind == "backups":
             if config.backup_targets():
+                plan.append((kind, None))
+        elif kind == "capacity":
+            if "capacity" in config.model_fields_set:
                 plan.append((kind, None))
         elif not REGISTRY[kind].per_target:
             if getattr(config.targets, kind):
@@ -145,6 +194,10 @@ def deadline_for(config: Config, kind: str) -> float:
     if kind == "http" and config.targets.http:
         # All endpoints run concurrently; each has its own timeout inside check_http.
         seconds = max(seconds, max(t.timeout.total_seconds() for t in config.targets.http) + 5)
+    if kind == "host" and config.targets.host:
+        # The CPU sample sleeps inside the check.
+        sample = max(t.cpu_sample.total_seconds() for t in config.targets.host)
+        seconds = max(seconds, sample + 10)
     return seconds
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -12,14 +14,18 @@ from runbook.config import HostTarget, Threshold
 from runbook.health import Status
 from tasks.health.host import (
     PSEUDO_FILESYSTEMS,
+    CpuTimes,
     MountUsage,
     check_host,
+    cpu_result,
     disk_results,
     inode_results,
     load_result,
     measure_mounts,
     memory_result,
+    parse_proc_stat,
     real_filesystems,
+    sample_cpu,
 )
 
 GIB = 1024**3
@@ -220,3 +226,95 @@ def test_configured_mounts_that_are_not_mount_points_are_critical(tmp_path):
     assert plain_dir.status == Status.CRITICAL
     assert "not a mount point" in plain_dir.message
     assert not any(r.check == f"host.inodes[{tmp_path}]" for r in results)
+
+
+# --- CPU utilisation over a sample -----------------------------------------------------------
+
+
+def cpu_times(busy: int, idle: int, iowait: int = 0, steal: int = 0) -> CpuTimes:
+    return CpuTimes(total=busy + idle + iowait, idle=idle + iowait, iowait=iowait, steal=steal)
+
+
+@pytest.mark.parametrize(
+    ("busy", "status"),
+    [
+        (10, Status.OK),
+        (70, Status.OK),  # runbook 004: under 70 % is normal; 70 itself is not an alert
+        (71, Status.WARN),
+        (85, Status.WARN),
+        (86, Status.CRITICAL),  # runbook 000: cpu_usage > 85 %
+        (100, Status.CRITICAL),
+    ],
+)
+def test_cpu_is_graded_on_the_busy_share_of_the_sample(busy, status):
+    before = cpu_times(busy=5_000, idle=20_000)
+    after = cpu_times(busy=5_000 + busy, idle=20_000 + 100 - busy)
+    result = cpu_result(before, after, TARGET)
+    assert (result.check, result.target, result.unit) == ("host.cpu", "web-1", "%")
+    assert result.value == pytest.approx(busy)
+    assert result.status == status
+    assert result.threshold == "warn > 70%, critical > 85%"
+
+
+def test_cpu_counts_iowait_as_idle_and_steal_as_busy():
+    before = cpu_times(busy=0, idle=0)
+    # 200 ticks: 50 user, 20 stolen by the hypervisor, 30 waiting on disk, 100 idle
+    after = CpuTimes(total=200, idle=130, iowait=30, steal=20)
+    result = cpu_result(before, after, HostTarget(name="h", cpu_sample="5s"))
+    assert result.value == 35.0
+    assert "35% busy over a 5 s sample" in result.message
+    assert "iowait 15.0%" in result.message and "steal 10.0%" in result.message
+
+
+def test_cpu_with_no_ticks_between_samples_is_unknown():
+    same = cpu_times(busy=10, idle=10)
+    result = cpu_result(same, same, TARGET)
+    assert (result.status, result.value) == (Status.UNKNOWN, None)
+    assert "no CPU time passed" in result.message
+
+
+def test_proc_stat_is_parsed_from_the_aggregate_line():
+    text = (
+        "cpu  100 5 50 800 20 1 2 7 30 0\n"
+        "cpu0 50 2 25 400 10 0 1 3 15 0\n"
+        "intr 12345\n"
+    )
+    times = parse_proc_stat(text)
+    # guest (30) is already inside user: the first 8 fields make the total
+    assert times == CpuTimes(total=985, idle=820, iowait=20, steal=7)
+    with pytest.raises(ValueError, match='no aggregate "cpu" line'):
+        parse_proc_stat("cpu0 1 2 3 4\n")
+
+
+def test_cpu_sample_must_be_short():
+    with pytest.raises(ValueError, match="cpu_sample"):
+        HostTarget(cpu_sample="5m")
+    assert HostTarget(cpu_sample="0s").cpu_sample.total_seconds() == 0
+
+
+def test_cpu_of_this_machine_rises_when_every_core_spins():
+    cores = os.cpu_count() or 1
+    spin = "import time\nend = time.time() + 3\nwhile time.time() < end: pass\n"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(cores)]
+    try:
+        time.sleep(0.3)
+        before, after = sample_cpu(1.0)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    result = cpu_result(before, after, HostTarget(name="here", cpu_sample="1s"))
+    # every core was spinning: the sample cannot look idle (other users only add to it)
+    assert result.value is not None and result.value > 60, result
+    assert result.status in (Status.WARN, Status.CRITICAL)
+
+
+def test_check_host_samples_cpu_for_the_configured_time():
+    started = time.monotonic()
+    results = check_host(HostTarget(name="here", mounts=["/"], cpu_sample="0.5s"))
+    took = time.monotonic() - started
+    cpu = {r.check: r for r in results}["host.cpu"]
+    assert isinstance(cpu.value, float) and 0 <= cpu.value <= 100, cpu
+    assert took >= 0.5 and cpu.duration >= 0.5
+    without = check_host(HostTarget(name="here", mounts=["/"], cpu_sample="0s"))
+    assert "host.cpu" not in {r.check for r in without}
