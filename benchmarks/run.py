@@ -5,8 +5,11 @@
 Builds (once) the >= 1.5 GB database `runbook_bench` on the PostgreSQL at 127.0.0.1:5432,
 then runs the backup pipeline benchmark (benchmarks/pipeline.py), the DR drill benchmark
 (benchmarks/drill.py), the health check benchmark (benchmarks/health_http.py) and the
-maintenance window benchmark (benchmarks/maintenance.py, its own ~1 GB bloated database), and
-records the results. With `--only`, the sections it runs replace theirs in docs/benchmarks.md
+maintenance window benchmark (benchmarks/maintenance.py, its own ~1 GB bloated database), the
+capacity forecast benchmark (benchmarks/capacity.py: 500 resources, a year of samples each),
+the flow command benchmark (benchmarks/commands.py: peak memory and fixed start-up cost of
+`runbook backup` against pg_dump),
+and records the results. With `--only`, the sections it runs replace theirs in docs/benchmarks.md
 and the others stay as they are.
 """
 
@@ -20,10 +23,10 @@ import platform
 import re
 from pathlib import Path
 
-from benchmarks import drill, health_http, maintenance, pipeline
+from benchmarks import capacity, commands, drill, health_http, maintenance, pipeline
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-BENCHMARKS = ["pipeline", "drill", "health", "maintenance"]
+BENCHMARKS = ["pipeline", "drill", "health", "maintenance", "capacity", "commands"]
 
 HEADER = """# Benchmarks
 
@@ -36,7 +39,8 @@ Targets: Runbook's dump-compress-hash-store phase (d) at least 0.95x the speed o
 whole backup including read-back verification (e) at least 0.75x of (b); peak memory under
 200 MB whatever the database size. A drill's restore step at least 0.9x as fast as a plain
 `pg_restore -j 2` of the same archive. 200 HTTP endpoints answering in 100 ms each checked
-in under 5 seconds.
+in under 5 seconds. 500 capacity resources with a year of daily samples each forecast in
+under 60 seconds and 500 MB.
 
 """
 
@@ -63,6 +67,10 @@ def main() -> None:
         )
     if "maintenance" in only:
         sections.append(maintenance.main(["--rounds", str(args.rounds)]))
+    if "capacity" in only:
+        sections.append(capacity.main(["--rounds", str(args.rounds)]))
+    if "commands" in only:
+        sections.append(commands.main(["--rounds", str(args.rounds)]) or "")
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     if only != set(BENCHMARKS) and DOCS.exists():
         DOCS.write_text(merge_sections(DOCS.read_text(), sections))
