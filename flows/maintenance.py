@@ -15,6 +15,8 @@ the team's scripts) that is planned, bounded and proven.
 
 from __future__ import annotations
 
+from functools import partial
+
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
@@ -54,12 +56,14 @@ def maintenance(
     Args:
         window: The maintenance window (runbook.yaml's maintenance.windows: weekly, monthly):
             its duration is the budget no action may overrun, and its procedures run.
-        targets: PostgreSQL and Redis targets to maintain (names from runbook.yaml). Empty:
-            every target of the kinds the procedures apply to. The host's procedures
-            (log_archive, command) run whatever the targets.
+        targets: Targets to maintain (names from runbook.yaml: PostgreSQL, Redis, files,
+            HTTP, Prometheus, Docker, Kubernetes). Empty: every target of the kinds the
+            procedures apply to. The host's procedures (log_archive, command) run whatever
+            the targets.
         procedures: Only these procedures (vacuum, reindex, idle_connections, analyze_stale,
             query_baseline, redis_cleanup, log_archive, command, config_drift,
-            security_audit). Empty: the window's. Invalid indexes are always cleaned first.
+            security_audit, docker_cleanup, rollout_restart). Empty: the window's. Invalid
+            indexes are always cleaned first.
         dry_run: Only plan and publish the plan (every action recorded as dry-run); change
             nothing, take no backup, do not enter maintenance mode.
     """
@@ -74,7 +78,7 @@ def maintenance(
         registry=PROCEDURES,
         dry_run=dry_run,
         flow_run_id=str(flow_run.id) if flow_run.id else None,
-        back_up=back_up_first,
+        back_up=partial(back_up_first, label=f"pre-maintenance-{choice.window}"[:63]),
         publish=publish_markdown,
         on_step=log_to_prefect,
     )
@@ -87,10 +91,10 @@ def maintenance(
     return summary
 
 
-def back_up_first(names: list[str]) -> dict[str, str | None]:
-    """The pre-maintenance backup, through the backup flow (a subflow run): target -> None when
-    its backup was verified, else why not."""
-    state = backup(targets=names, verify=True, return_state=True)
+def back_up_first(names: list[str], label: str = "") -> dict[str, str | None]:
+    """The pre-maintenance backup, through the backup flow (a subflow run), labelled (e.g.
+    pre-maintenance-weekly): target -> None when its backup was verified, else why not."""
+    state = backup(targets=names, verify=True, label=label, return_state=True)
     result = RunFailed.summary_of(state.result(raise_on_failure=False))
     if isinstance(result, BaseException):
         why = f"the backup flow failed: {type(result).__name__}: {result}"

@@ -19,6 +19,8 @@ pytest_plugins = [
     "tests.support.pg",
     "tests.support.config",
     "tests.support.prefect_server",
+    "tests.support.monitoring",
+    "tests.support.podman",
 ]
 
 

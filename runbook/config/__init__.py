@@ -23,10 +23,13 @@ from runbook.config.diagnostics import DebugEndpoint, DiagnosticsSettings
 from runbook.config.drills import DrillServer, DrillSettings
 from runbook.config.health import HealthSettings, PostgresHealth, RedisHealth
 from runbook.config.health_targets import (
+    AlertmanagerTarget,
+    DockerLogSource,
     DockerTarget,
     HostTarget,
     HttpExpect,
     HttpTarget,
+    KubernetesLogSource,
     KubernetesTarget,
     LogPattern,
     LogsTarget,
@@ -48,6 +51,7 @@ from runbook.config.maintenance import (
     CommandSettings,
     CommandStep,
     ConfigDriftSettings,
+    DockerCleanupSettings,
     HttpCall,
     IdleConnectionSettings,
     LogArchiveSettings,
@@ -56,6 +60,8 @@ from runbook.config.maintenance import (
     QueryBaselineSettings,
     RedisCleanupSettings,
     ReindexSettings,
+    RolloutRestartSettings,
+    RolloutSelection,
     SecurityAuditSettings,
     VacuumSettings,
     WindowSettings,
@@ -70,7 +76,7 @@ from runbook.config.notifications import (
     WebhookSettings,
 )
 from runbook.config.report import DailyReportSettings, ReportSettings
-from runbook.config.restore import RestoreHook, RestoreSettings
+from runbook.config.restore import RedisRestoreSettings, RestoreHook, RestoreSettings
 from runbook.config.root import Config
 from runbook.config.storage import LocalStorage, S3Storage, Storage
 from runbook.config.targets import (
@@ -78,7 +84,9 @@ from runbook.config.targets import (
     BACKUP_KINDS,
     TARGET_KIND,
     FilesTarget,
+    KubernetesObjectsTarget,
     PostgresTarget,
+    PrometheusTsdbTarget,
     RedisTarget,
     TargetConfig,
     Targets,
@@ -86,12 +94,14 @@ from runbook.config.targets import (
 
 __all__ = [
     "RestoreHook",
+    "RedisRestoreSettings",
     "RestoreSettings",
     "PROCEDURES",
     "AlertmanagerSilence",
     "CommandSettings",
     "CommandStep",
     "ConfigDriftSettings",
+    "DockerCleanupSettings",
     "LogArchiveSettings",
     "RedisCleanupSettings",
     "SecurityAuditSettings",
@@ -100,6 +110,8 @@ __all__ = [
     "IdleConnectionSettings",
     "QueryBaselineSettings",
     "ReindexSettings",
+    "RolloutRestartSettings",
+    "RolloutSelection",
     "VacuumSettings",
     "MaintenanceMode",
     "MaintenanceSettings",
@@ -120,6 +132,9 @@ __all__ = [
     "ReportSettings",
     "DiagnosticsSettings",
     "DockerTarget",
+    "AlertmanagerTarget",
+    "DockerLogSource",
+    "KubernetesLogSource",
     "EmailChannel",
     "JsonWebhookChannel",
     "Route",
@@ -128,6 +143,8 @@ __all__ = [
     "DrillSettings",
     "Duration",
     "FilesTarget",
+    "PrometheusTsdbTarget",
+    "KubernetesObjectsTarget",
     "HealthSettings",
     "HostTarget",
     "HttpExpect",

@@ -3,6 +3,7 @@ unique, schedules known) and the lookups the flows and the CLI use."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -84,14 +85,32 @@ class Config(Model):
                     )
         return self
 
-    @model_validator(mode="after")
-    def _known_capacity_sources(self) -> Config:
-        known = [t.name for t in self.targets.prometheus]
+    def _target_references(self) -> Iterator[tuple[str, str, str]]:
+        """(field, kind, name) for every name elsewhere in the config that must be a target
+        of that kind."""
+        for index, objects in enumerate(self.targets.kubernetes_objects):
+            yield f"targets.kubernetes_objects[{index}].cluster", "kubernetes", objects.cluster
         for index, series in enumerate(self.capacity.series):
-            if series.prometheus not in known:
+            yield f"capacity.series[{index}].prometheus", "prometheus", series.prometheus
+        drift = self.maintenance.config_drift
+        for kind in ("postgres", "redis", "prometheus"):
+            for name in getattr(drift, kind):
+                yield f"maintenance.config_drift.{kind}.{name}", kind, name
+        for name in self.maintenance.rollout_restart.targets:
+            yield f"maintenance.rollout_restart.targets.{name}", "kubernetes", name
+        for index, logs in enumerate(self.targets.logs):
+            for kind in ("docker", "kubernetes"):
+                for number, source in enumerate(getattr(logs, kind)):
+                    yield f"targets.logs[{index}].{kind}[{number}].target", kind, source.target
+
+    @model_validator(mode="after")
+    def _known_target_references(self) -> Config:
+        for where, kind, name in self._target_references():
+            known = [t.name for t in getattr(self.targets, kind)]
+            if name not in known:
                 raise ValueError(
-                    f"capacity.series[{index}].prometheus: unknown Prometheus target "
-                    f"{series.prometheus!r} (targets.prometheus: {', '.join(known) or 'none'})"
+                    f"{where}: no {kind} target named {name!r} "
+                    f"(targets.{kind}: {', '.join(known) or 'none'})"
                 )
         return self
 
@@ -109,10 +128,18 @@ class Config(Model):
     # --- lookups ------------------------------------------------------------------------
 
     def backup_targets(self) -> list[TargetConfig]:
-        return [*self.targets.postgres, *self.targets.redis, *self.targets.files]
+        targets = self.targets
+        return [
+            *targets.postgres,
+            *targets.redis,
+            *targets.files,
+            *targets.prometheus_tsdb,
+            *targets.kubernetes_objects,
+        ]
 
     def target(self, name: str) -> TargetConfig:
-        """A backup target by name (postgres, redis or files)."""
+        """A backup target by name (postgres, redis, files, prometheus_tsdb or
+        kubernetes_objects)."""
         for target in self.backup_targets():
             if target.name == name:
                 return target

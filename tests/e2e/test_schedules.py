@@ -401,7 +401,8 @@ def wait_for_end(server: PrefectServer, worker: Process, run_ids: list[UUID]) ->
 
 def flow_run_logs(server: PrefectServer, run_id: UUID, timeout: float = 30) -> str:
     """The run's logs once they have all arrived (the run process ships them in batches,
-    the last ones after the run's final state: wait for its "Finished in state" line)."""
+    the last ones after the run's final state: wait for the flow run's "Finished in state"
+    line)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -418,7 +419,8 @@ def flow_run_logs(server: PrefectServer, run_id: UUID, timeout: float = 30) -> s
             if len(page) == 200:
                 continue
             text = "\n".join(lines)
-            if "Finished in state" in text or time.monotonic() > deadline:
+            # the flow run's own last line: a task run's "Finished in state" comes earlier
+            if "prefect.flow_runs: Finished in state" in text or time.monotonic() > deadline:
                 return text
             time.sleep(0.5)
 

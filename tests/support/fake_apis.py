@@ -216,8 +216,11 @@ def pod(
     age: timedelta = timedelta(days=5),
     started: timedelta | None = None,
     unschedulable: bool = False,
+    resources: dict[str, dict[str, str]] | None = None,
+    node_name: str = "node-1",
 ) -> dict[str, Any]:
-    """A core/v1 Pod as the API lists it. `ready` defaults to all containers ready."""
+    """A core/v1 Pod as the API lists it. `ready` defaults to all containers ready;
+    `resources` ({"requests": {"memory": "128Mi"}, "limits": {...}}) is every container's."""
     statuses = containers if containers is not None else [container_status()]
     if ready is None:
         ready = phase == "Running" and all(c["ready"] for c in statuses)
@@ -295,7 +298,7 @@ def pod(
                 {
                     "name": c["name"],
                     "image": c["image"],
-                    "resources": {},
+                    "resources": dict(resources or {}),
                     "terminationMessagePath": "/dev/termination-log",
                     "terminationMessagePolicy": "File",
                     "imagePullPolicy": "IfNotPresent",
@@ -303,7 +306,7 @@ def pod(
                 for c in statuses
             ],
             "restartPolicy": "Never" if phase == "Succeeded" else "Always",
-            "nodeName": "" if phase == "Pending" else "node-1",
+            "nodeName": "" if phase == "Pending" else node_name,
             "serviceAccountName": "default",
         },
         "status": status,
@@ -426,8 +429,21 @@ def hpa(
     }
 
 
-def node(name: str, *, ready: bool = True, pressure: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A core/v1 Node; `pressure` names conditions that are True (e.g. "DiskPressure")."""
+def node(
+    name: str,
+    *,
+    ready: bool = True,
+    pressure: tuple[str, ...] = (),
+    allocatable: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A core/v1 Node; `pressure` names conditions that are True (e.g. "DiskPressure");
+    `allocatable` its schedulable cpu/memory/pods (default: 2 CPUs, ~7.7 GiB, 110 pods)."""
+    allocatable = allocatable or {
+        "cpu": "2",
+        "memory": "8049436Ki",
+        "pods": "110",
+        "ephemeral-storage": "46779957006",
+    }
     now = ago(timedelta(seconds=10))
     conditions = []
     for kind in ("MemoryPressure", "DiskPressure", "PIDPressure"):
@@ -464,6 +480,8 @@ def node(name: str, *, ready: bool = True, pressure: tuple[str, ...] = ()) -> di
         },
         "spec": {"podCIDR": "10.244.1.0/24"},
         "status": {
+            "capacity": {**allocatable, "ephemeral-storage": "50620216Ki"},
+            "allocatable": allocatable,
             "conditions": conditions,
             "addresses": [
                 {"type": "InternalIP", "address": "10.0.1.12"},
@@ -504,15 +522,86 @@ def _status(code: int, reason: str, message: str, details: dict[str, Any] | None
 _LISTS = {  # collection path suffix -> (state attribute, list kind, apiVersion)
     ("api/v1", "pods"): ("pods", "PodList", "v1"),
     ("api/v1", "events"): ("events", "EventList", "v1"),
+    ("apis/networking.k8s.io/v1", "networkpolicies"): (
+        "network_policies",
+        "NetworkPolicyList",
+        "networking.k8s.io/v1",
+    ),
     ("apis/apps/v1", "deployments"): ("deployments", "DeploymentList", "apps/v1"),
     ("apis/autoscaling/v2", "horizontalpodautoscalers"): (
         "hpas",
         "HorizontalPodAutoscalerList",
         "autoscaling/v2",
     ),
+    ("apis/metrics.k8s.io/v1beta1", "pods"): (
+        "pod_metrics",
+        "PodMetricsList",
+        "metrics.k8s.io/v1beta1",
+    ),
+    ("apis/metrics.k8s.io/v1beta1", "nodes"): (
+        "node_metrics",
+        "NodeMetricsList",
+        "metrics.k8s.io/v1beta1",
+    ),
 }
-_NAMESPACED = re.compile(r"^/(api/v1|apis/[a-z.]+/v\d+)/namespaces/([^/]+)/([a-z]+)$")
-_CLUSTER = re.compile(r"^/(api/v1|apis/[a-z.]+/v\d+)/([a-z]+)$")
+_VERSION = r"v\d+(?:(?:alpha|beta)\d+)?"
+_NAMESPACED = re.compile(rf"^/(api/v1|apis/[a-z.0-9]+/{_VERSION})/namespaces/([^/]+)/([a-z]+)$")
+_CLUSTER = re.compile(rf"^/(api/v1|apis/[a-z.0-9]+/{_VERSION})/([a-z]+)$")
+
+
+def pod_metrics(
+    name: str, namespace: str = "default", containers: dict[str, tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """A metrics.k8s.io/v1beta1 PodMetrics as metrics-server lists it (`kubectl top pods`):
+    containers = {container: (cpu, memory)} in quantities ("2346425n", "15444Ki")."""
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "creationTimestamp": ago(timedelta(0)),
+            "labels": {"app": name.rsplit("-", 2)[0]},
+        },
+        "timestamp": ago(timedelta(seconds=12)),
+        "window": "17.2s",
+        "containers": [
+            {"name": container, "usage": {"cpu": cpu, "memory": memory}}
+            for container, (cpu, memory) in (containers or {"app": ("2346425n", "15444Ki")}).items()
+        ],
+    }
+
+
+def network_policy(
+    name: str, namespace: str = "default", match_labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A networking.k8s.io/v1 NetworkPolicy; `match_labels` None selects every pod (the usual
+    default-deny)."""
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": _uid(namespace, f"netpol-{name}"),
+            "resourceVersion": "48190",
+            "creationTimestamp": ago(timedelta(days=30)),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": match_labels} if match_labels else {},
+            "policyTypes": ["Ingress"],
+        },
+    }
+
+
+def node_metrics(name: str, cpu: str = "180113596n", memory: str = "1432048Ki") -> dict[str, Any]:
+    """A metrics.k8s.io/v1beta1 NodeMetrics as metrics-server lists it (`kubectl top nodes`)."""
+    return {
+        "metadata": {
+            "name": name,
+            "creationTimestamp": ago(timedelta(0)),
+            "labels": {"kubernetes.io/hostname": name},
+        },
+        "timestamp": ago(timedelta(seconds=9)),
+        "window": "20.028s",
+        "usage": {"cpu": cpu, "memory": memory},
+    }
 
 
 @dataclass
@@ -534,9 +623,26 @@ class FakeKubernetes(FakeServer):
     deployments: list[dict[str, Any]] = field(default_factory=list)
     hpas: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    network_policies: list[dict[str, Any]] = field(default_factory=list)
     # (namespace, pod, container, previous) -> the text `kubectl logs [--previous]` prints
     pod_logs: dict[tuple[str, str, str, bool], str] = field(default_factory=dict)
+    # (namespace, pod, container) -> [(when written, line)] of the running container: answers
+    # sinceSeconds and timestamps=true as the kubelet does (takes precedence over pod_logs)
+    pod_log_lines: dict[tuple[str, str, str], list[tuple[datetime, str]]] = field(
+        default_factory=dict
+    )
     nodes: list[dict[str, Any]] = field(default_factory=lambda: [node("node-1")])
+    # Rollouts (PATCH of a deployment's pod template, as `kubectl rollout restart`): "ns/name"
+    # -> seconds until the new pods are available (None: never, a stuck rollout; not listed:
+    # 0.3 s); `deadline_exceeded` names those whose stuck rollout passed progressDeadlineSeconds.
+    rollouts: dict[str, float | None] = field(default_factory=dict)
+    deadline_exceeded: set[str] = field(default_factory=set)
+    _rolled: dict[str, float] = field(default_factory=dict)  # "ns/name" -> when patched
+    # metrics.k8s.io/v1beta1 (metrics-server); `metrics_served` False: not installed, its paths
+    # answer 404 as the API server does for a group it does not serve
+    pod_metrics: list[dict[str, Any]] = field(default_factory=list)
+    node_metrics: list[dict[str, Any]] = field(default_factory=list)
+    metrics_served: bool = True
     forbidden: set[str] = field(default_factory=set)
     version: dict[str, str] = field(
         default_factory=lambda: {
@@ -553,10 +659,14 @@ class FakeKubernetes(FakeServer):
     )
 
     def add(self, *objects: dict[str, Any]) -> None:
-        """Add pods, deployments, HPAs or nodes (told apart by their shape)."""
+        """Add pods, deployments, HPAs, nodes or their metrics (told apart by their shape)."""
         for obj in objects:
             spec = obj.get("spec", {})
-            if "involvedObject" in obj:
+            if "window" in obj:  # metrics.k8s.io
+                (self.node_metrics if "usage" in obj else self.pod_metrics).append(obj)
+            elif "podSelector" in spec:
+                self.network_policies.append(obj)
+            elif "involvedObject" in obj:
                 self.events.append(obj)
             elif "containers" in spec:
                 self.pods.append(obj)
@@ -571,7 +681,7 @@ class FakeKubernetes(FakeServer):
                 self.namespaces.add(namespace)
 
     def answer(self, request: Request) -> Response | None:
-        if request.method != "GET":
+        if request.method not in ("GET", "PATCH"):
             return None
         if self.token is not None:
             # As kube-apiserver: the scheme is case-insensitive (the in-cluster loader of the
@@ -581,8 +691,16 @@ class FakeKubernetes(FakeServer):
                 message = "Unauthorized" + self._echo(request)
                 return 401, _status(401, "Unauthorized", message), {}
         path = request.path
+        match = re.fullmatch(r"/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)", path)
+        if match:
+            return self._deployment(request, *match.groups())
+        if request.method != "GET":
+            return None
         if path in ("/version", "/version/"):
             return 200, self.version, {}
+        if path.startswith("/apis/metrics.k8s.io/") and not self.metrics_served:
+            message = "the server could not find the requested resource"
+            return 404, _status(404, "NotFound", message, {}), {}
         match = re.fullmatch(r"/api/v1/namespaces/([^/]+)", path)
         if match:
             return self._namespace(match.group(1))
@@ -603,10 +721,89 @@ class FakeKubernetes(FakeServer):
             return self._list(request, group, resource, None)
         return None
 
+    def _deployment(self, request: Request, namespace: str, name: str) -> Response:
+        """GET or PATCH (strategic merge: maps merged, as for a pod template's annotations)
+        one apps/v1 Deployment. A PATCH that changes the pod template bumps the generation and
+        starts a rollout, whose status the reads then report (`rollouts`)."""
+        if "deployments" in self.forbidden:
+            return self._forbidden("deployments", namespace, name=name)
+        found = [
+            d
+            for d in self.deployments
+            if d["metadata"]["namespace"] == namespace and d["metadata"]["name"] == name
+        ]
+        if not found:
+            message = f'deployments.apps "{name}" not found'
+            details = {"name": name, "group": "apps", "kind": "deployments"}
+            return 404, _status(404, "NotFound", message, details), {}
+        deployment = found[0]
+        if request.method == "PATCH":
+            if request.headers.get("content-type") != "application/strategic-merge-patch+json":
+                message = f"unsupported patch type {request.headers.get('content-type')!r}"
+                return 415, _status(415, "UnsupportedMediaType", message), {}
+            template = json.dumps(deployment["spec"]["template"], sort_keys=True)
+            _merge(deployment, request.json())
+            if json.dumps(deployment["spec"]["template"], sort_keys=True) != template:
+                deployment["metadata"]["generation"] += 1
+                self._rolled[f"{namespace}/{name}"] = time.monotonic()
+            deployment["metadata"]["resourceVersion"] = str(
+                int(deployment["metadata"]["resourceVersion"]) + 1
+            )
+        self._roll(deployment)
+        return 200, {"kind": "Deployment", "apiVersion": "apps/v1", **deployment}, {}
+
+    def _roll(self, deployment: dict[str, Any]) -> None:
+        """The status the deployment controller would report by now for a rollout started by
+        a PATCH: one surge pod updated but not available until its time has come."""
+        meta, spec = deployment["metadata"], deployment["spec"]
+        ref = f"{meta['namespace']}/{meta['name']}"
+        began = self._rolled.get(ref)
+        if began is None:
+            return
+        replicas = spec["replicas"]
+        after = self.rollouts.get(ref, 0.3)
+        status = deployment["status"]
+        status["observedGeneration"] = meta["generation"]
+        progressing = {
+            "type": "Progressing",
+            "status": "True",
+            "lastUpdateTime": ago(timedelta(0)),
+            "lastTransitionTime": ago(timedelta(0)),
+            "reason": "NewReplicaSetAvailable",
+            "message": f'ReplicaSet "{meta["name"]}-{meta["generation"]}" has successfully '
+            "progressed.",
+        }
+        if after is not None and time.monotonic() - began >= after:
+            status.update(
+                replicas=replicas,
+                updatedReplicas=replicas,
+                readyReplicas=replicas,
+                availableReplicas=replicas,
+            )
+            status.pop("unavailableReplicas", None)
+        else:
+            status.update(
+                replicas=replicas + 1,
+                updatedReplicas=1,
+                readyReplicas=replicas,
+                availableReplicas=replicas,
+                unavailableReplicas=1,
+            )
+            progressing["reason"] = "ReplicaSetUpdated"
+            progressing["message"] = f'ReplicaSet "{meta["name"]}" is progressing.'
+            if ref in self.deadline_exceeded:
+                progressing.update(status="False", reason="ProgressDeadlineExceeded")
+                progressing["message"] = f'ReplicaSet "{meta["name"]}" has timed out progressing.'
+        others = [c for c in status.get("conditions", []) if c["type"] != "Progressing"]
+        status["conditions"] = [*others, progressing]
+
     def _pod_log(self, request: Request, namespace: str, name: str) -> Response:
         """GET .../pods/{name}/log?container=&previous=&tailLines=, as the API server answers."""
         container = request.query.get("container", [""])[0]
         previous = request.query.get("previous", ["false"])[0].lower() == "true"
+        timed = None if previous else self.pod_log_lines.get((namespace, name, container))
+        if timed is not None:
+            return 200, _timed_log(request, timed), {}
         text = self.pod_logs.get((namespace, name, container, previous))
         if text is None:
             what = "previous terminated container" if previous else "container"
@@ -657,10 +854,15 @@ class FakeKubernetes(FakeServer):
         if resource in self.forbidden:
             return self._forbidden(resource, namespace, echo=self._echo(request))
         attribute, kind, api_version = known
+        if attribute == "deployments":
+            for deployment in self.deployments:
+                self._roll(deployment)
+        selector = request.query.get("labelSelector", [""])[0]
         items = [
             item
             for item in getattr(self, attribute)
-            if namespace is None or item["metadata"]["namespace"] == namespace
+            if (namespace is None or item["metadata"]["namespace"] == namespace)
+            and _selected(item["metadata"].get("labels") or {}, selector)
         ]
         return 200, self._page(request, items, kind, api_version), {}
 
@@ -863,6 +1065,55 @@ def _summary(container: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
+    """A strategic merge patch on maps (what a restartedAt annotation needs): maps merge,
+    null deletes, anything else replaces."""
+    for key, value in patch.items():
+        if value is None:
+            into.pop(key, None)
+        elif isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _selected(labels: dict[str, str], selector: str) -> bool:
+    """A Kubernetes equality-based label selector: `a=b,c!=d,e,!f` (all must hold)."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def _rfc3339(moment: datetime) -> str:
+    """As the kubelet and dockerd write log times: RFC 3339 with nanoseconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+def _timed_log(request: Request, lines: list[tuple[datetime, str]]) -> str:
+    """GET .../log?sinceSeconds=&timestamps=&tailLines= of a container's timed lines."""
+    since = int(request.query.get("sinceSeconds", ["0"])[0] or 0)
+    if since:
+        start = datetime.now(UTC) - timedelta(seconds=since)
+        lines = [(when, line) for when, line in lines if when >= start]
+    tail = int(request.query.get("tailLines", ["0"])[0] or 0)
+    if tail:
+        lines = lines[-tail:]
+    stamp = request.query.get("timestamps", ["false"])[0].lower() == "true"
+    return "".join((f"{_rfc3339(when)} " if stamp else "") + f"{line}\n" for when, line in lines)
+
+
 def _label_matches(labels: dict[str, str], wanted: str) -> bool:
     key, equals, value = wanted.partition("=")
     return key in labels and (not equals or labels[key] == value)
@@ -878,10 +1129,13 @@ class FakeDocker(FakeServer):
     """
 
     containers: list[dict[str, Any]] = field(default_factory=list)
-    # container name -> (stream 1 stdout | 2 stderr, line) in the order written
-    logs: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    # container name -> (stream 1 stdout | 2 stderr, line[, when written]) in the order
+    # written; lines with their time answer `since` as dockerd does
+    logs: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     api_version: str = DOCKER_API_VERSION
     broken: dict[str, int] = field(default_factory=dict)  # unversioned path -> error status
+    # container name -> (memory_stats.usage, memory_stats.limit) instead of docker_stats'
+    memory: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def add(self, *containers: dict[str, Any]) -> None:
         self.containers.extend(containers)
@@ -949,7 +1203,11 @@ class FakeDocker(FakeServer):
             if found is None:
                 return 404, {"message": f"No such container: {match.group(1)}"}, headers
             if match.group(2) == "stats":
-                return 200, docker_stats(found), headers
+                stats = docker_stats(found)
+                usage_limit = self.memory.get(found["Name"].lstrip("/"))
+                if usage_limit is not None:
+                    stats["memory_stats"].update(usage=usage_limit[0], limit=usage_limit[1])
+                return 200, stats, headers
             if match.group(2) == "logs":
                 return (
                     200,
@@ -966,13 +1224,17 @@ class FakeDocker(FakeServer):
         """The multiplexed stream dockerd sends for a container without a TTY: per line an
         8-byte header (stream, 3 zero bytes, big-endian length) and the line."""
         lines = self.logs.get(container["Name"].lstrip("/"), [])
+        since = float(request.query.get("since", ["0"])[0] or 0)
+        if since:
+            lines = [e for e in lines if len(e) < 3 or e[2].timestamp() >= since]
         tail = request.query.get("tail", ["all"])[0]
         if tail != "all":
             lines = lines[-int(tail) :] if int(tail) else []
         stamp = request.query.get("timestamps", ["0"])[0] in ("1", "true", "True")
         out = b""
-        for stream, line in lines:
-            data = ((ago(timedelta(seconds=1)) + " ") if stamp else "") + line + "\n"
+        for stream, line, *when in lines:
+            written = _rfc3339(when[0]) if when else ago(timedelta(seconds=1))
+            data = ((written + " ") if stamp else "") + line + "\n"
             encoded = data.encode()
             out += bytes([stream, 0, 0, 0]) + len(encoded).to_bytes(4, "big") + encoded
         return out
