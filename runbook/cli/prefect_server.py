@@ -12,8 +12,10 @@ stops it at exit (atexit). Two things here:
   opening its database) takes most of a flow command's fixed cost. `start_early()`, called by
   a command once the operator's input is checked and before it imports its flow, launches the
   child without importing Prefect, so the server boots on one core while this process imports
-  Prefect and the flow on the other. `start_temporary_server()` then adopts that child, or
-  stops it when Prefect's settings (a profile, prefect.toml) name a server after all.
+  Prefect and the flow on the other. `start_temporary_server()` then hands that child to
+  Prefect as PREFECT_API_URL (so this process never imports Prefect's server code), or stops
+  it when Prefect's settings (a profile, prefect.toml) name a server or change a setting the
+  child did not see.
 
 This module imports Prefect only inside functions: `start_early()` must not pay for it.
 """
@@ -27,6 +29,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +45,10 @@ _DIE_WITH_PARENT = (
     "os.execv(sys.argv[2], sys.argv[2:])\n"
 )
 
-# A server launched by start_early() and not adopted yet: (port, process).
+# A server launched by start_early() and not handed over yet: (port, process).
 _early: tuple[int, subprocess.Popen[Any]] | None = None
+# The early server once handed to Prefect as PREFECT_API_URL: stopped at exit.
+_adopted: subprocess.Popen[Any] | None = None
 
 
 def _may_start_here() -> bool:
@@ -67,58 +72,107 @@ def start_early() -> None:
         return
     port = _free_port()
     _early = (port, _launch(port, dict(os.environ)))
-    atexit.register(_stop_early)  # a command that fails before its flow runs
+    atexit.register(_at_exit)  # also a command that fails before its flow runs
 
 
 def start_temporary_server() -> None:
-    """Make sure Prefect's temporary server runs and dies with this process: adopt the one
-    `start_early` launched, or start one now. Nothing (and an early one stopped) when the
+    """Make sure Prefect's temporary server runs and dies with this process: hand Prefect the
+    one `start_early` launched, or start one now. Nothing (and an early one stopped) when the
     command talks to a running server (PREFECT_API_URL in any of Prefect's settings sources),
     when one is already started (the test harness, an earlier flow), off the main thread or
-    off Linux."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+    off Linux.
+
+    The early server is handed over as PREFECT_API_URL, so that Prefect's client talks to it
+    like to any server and never imports Prefect's server package (FastAPI, the ORM, ~60 MB
+    and over a second of CPU in this process): the server's code runs only in the child."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        get_current_settings,
+    )
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         _stop_early()
         return
-    if None in SubprocessASGIServer._instances or not _may_start_here():
+    server_module = sys.modules.get("prefect.server.api.server")
+    if (server_module is not None and None in server_module.SubprocessASGIServer._instances) or (
+        not _may_start_here()
+    ):
         _stop_early()
         return
+    if _early is not None and _started_with(get_current_settings()):
+        _hand_over_early(get_current_settings().server.ephemeral.startup_timeout_seconds)
+        return
+    _stop_early()
     _server_class()().start()
+
+
+def _started_with(settings: Any) -> bool:
+    """Whether the early child, which saw only the environment, runs with every setting
+    Prefect has now (a profile or prefect.toml may set the server's database, say)."""
+    wanted = settings.to_environment_variables(exclude_unset=True)
+    return all(
+        os.environ.get(key, "").lower() == str(value).lower()
+        for key, value in wanted.items()
+        if key != "PREFECT_SERVER_EPHEMERAL_ENABLED"  # on, or we were not here
+    )
+
+
+def _hand_over_early(timeout: float) -> None:
+    """Wait until the early server answers, then point Prefect at it (environment and the
+    global settings context, which Prefect built at import). It still dies with us: the
+    kernel's death signal, and an atexit stop registered before Prefect's own hooks (atexit
+    runs last-registered first, so Prefect flushes its logs and events before it stops)."""
+    global _early, _adopted
+    assert _early is not None
+    port, process = _early
+    _wait_until_healthy(port, process, timeout)
+    _early, _adopted = None, process
+    from prefect.context import refresh_global_settings_context
+
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    refresh_global_settings_context()
+
+
+def _wait_until_healthy(port: int, process: subprocess.Popen[Any], timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/api/health"
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"Prefect's temporary server exited with code {process.returncode} while "
+                "starting (run the command with PREFECT_LOGGING_LEVEL=DEBUG, or set "
+                "PREFECT_API_URL to a running server)"
+            )
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(process)
+            raise RuntimeError(
+                f"Prefect's temporary server did not answer on port {port} within {timeout:g} s "
+                "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+            )
+        time.sleep(0.1)
 
 
 def _server_class() -> type:
     from prefect.server.api.server import SubprocessASGIServer
 
     class _ServerDyingWithUs(SubprocessASGIServer):
-        """Prefect's SubprocessASGIServer with its child started through `_DIE_WITH_PARENT`,
-        or the child `start_early` already launched.
+        """Prefect's SubprocessASGIServer with its child started through `_DIE_WITH_PARENT`.
 
         Registered as the process's default instance (`SubprocessASGIServer()` returns it),
         so Prefect's clients use it, and its atexit hook still stops it on a normal exit."""
 
-        def find_available_port(self) -> int:
-            return _early[0] if _early is not None else super().find_available_port()
-
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            global _early
             from prefect.settings import get_current_settings
 
             settings = get_current_settings().to_environment_variables(exclude_unset=True)
-            if _early is not None:
-                port, process = _early
-                _early = None
-                # The early child saw only the environment: a setting from a profile or
-                # prefect.toml (the server's database, say) needs a server started with it.
-                same = all(
-                    os.environ.get(k, "").lower() == str(v).lower()
-                    for k, v in settings.items()
-                    if k != "PREFECT_SERVER_EPHEMERAL_ENABLED"  # on, or we were not here
-                )
-                if port == self.port and same:
-                    return process
-                _stop(process)
             return _launch(self.port, {**os.environ, **settings})
 
     return _ServerDyingWithUs
@@ -175,6 +229,16 @@ def _stop_early() -> None:
     if _early is not None:
         _stop(_early[1])
         _early = None
+
+
+def _at_exit() -> None:
+    """Registered by start_early, before Prefect is imported: runs after Prefect's own exit
+    hooks (last registered, first run), so its logs and events reach the server first."""
+    global _adopted
+    _stop_early()
+    if _adopted is not None:
+        _stop(_adopted)
+        _adopted = None
 
 
 def _stop(process: subprocess.Popen[Any]) -> None:

@@ -27,15 +27,25 @@ ps.start_early()
 early = ps._early
 imported_early = "prefect" in sys.modules
 ps.start_temporary_server()
-from prefect.server.api.server import SubprocessASGIServer
+imported_server_code = "prefect.server.api.server" in sys.modules
 from prefect.settings import PREFECT_API_URL
+from prefect.client.orchestration import get_client
+api_url = PREFECT_API_URL.value()
+answered = None
+if api_url:
+    with get_client(sync_client=True) as client:  # what a flow run's client does
+        answered = client.api_healthcheck() is None
+from prefect.server.api.server import SubprocessASGIServer
 server = SubprocessASGIServer._instances.get(None)
 print(json.dumps({
     "imported_prefect_before_launch": imported_early,
+    "imported_server_code": imported_server_code,
     "early": [early[0], early[1].pid] if early else None,
     "early_exit": early[1].poll() if early else None,
+    "handed_over": ps._adopted.pid if ps._adopted else None,
     "used": [server.port, server.server_process.pid] if server else None,
-    "api_url": PREFECT_API_URL.value(),
+    "api_url": api_url,
+    "answered": answered,
 }))
 """
 
@@ -68,8 +78,14 @@ def test_the_early_server_is_the_one_prefect_uses(tmp_path):
 
     assert found["imported_prefect_before_launch"] is False
     assert found["early"] is not None, "no server was launched early"
-    assert found["used"] == found["early"]  # adopted: the same port and process, not a second
-    assert found["api_url"] is None  # still ephemeral mode as far as Prefect is concerned
+    port, pid = found["early"]
+    # handed over: Prefect's client talks to the early child as to any server...
+    assert found["handed_over"] == pid and found["early_exit"] is None
+    assert found["api_url"] == f"http://127.0.0.1:{port}/api"
+    assert found["answered"] is True
+    # ...so this process never loads Prefect's server code, and starts no second server
+    assert found["imported_server_code"] is False
+    assert found["used"] is None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -110,9 +126,7 @@ def test_an_operator_mistake_is_refused_before_prefect_starts(write_config, monk
 
     started: list[str] = []
     monkeypatch.setattr(prefect_server, "start_early", lambda: started.append("early"))
-    monkeypatch.setattr(
-        prefect_server, "start_temporary_server", lambda: started.append("server")
-    )
+    monkeypatch.setattr(prefect_server, "start_temporary_server", lambda: started.append("server"))
     config = write_config({"postgres": [{"name": "app", "dsn": "postgresql://x@127.0.0.1:1/x"}]})
 
     code, _out, err = cli("backup", "-t", "nope", "--config", str(config))

@@ -137,3 +137,46 @@ def test_a_stopped_backup_leaves_nothing_running(
     assert record.status == BackupStatus.FAILED, output
     assert record.failed_step == BackupStep.DUMP
     assert record.error.startswith(f"stopped by {stop.name}"), record.error
+
+
+def test_a_finished_backup_leaves_its_server_stopped_and_its_run_recorded(
+    prefect_home, pg15, make_database, write_config, tmp_path
+):
+    """The normal exit: the temporary server handed to Prefect (PREFECT_API_URL) is stopped
+    after Prefect's own exit hooks, so the flow run's final state and logs reached it first."""
+    import sqlite3
+
+    dsn = make_database(pg15)
+    config = write_config({"postgres": [{"name": "app", "dsn": dsn}]})
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+
+    done = subprocess.run(
+        [RUNBOOK, "backup", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    def ours(process: psutil.Process) -> bool:
+        try:
+            return SERVER_APP in cmdline(process) and (
+                process.environ().get("PREFECT_HOME") == str(home)
+            )
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
+
+    wait_until(
+        lambda: not any(ours(p) for p in psutil.process_iter()),
+        10,
+        "the temporary server outlived the command",
+    )
+    with sqlite3.connect(home / "prefect.db") as db:
+        states = db.execute("SELECT state_type FROM flow_run").fetchall()
+        messages = [m for (m,) in db.execute("SELECT message FROM log")]
+    assert states == [("COMPLETED",)]
+    assert any(m.startswith("Finished in state Completed") for m in messages), messages[-5:]

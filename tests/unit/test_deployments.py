@@ -42,6 +42,7 @@ def test_serve_builds_every_deployment_with_its_schedules(tmp_path, monkeypatch)
         "postgres",
         "redis",
         "prometheus",
+        "alertmanager",
         "kubernetes",
         "docker",
         "host",

@@ -76,6 +76,19 @@ def test_round_trip_through_encoder_read_back_and_zstd_cli(tmp_path, level, thre
     assert cli.stdout == data
 
 
+def test_compressor_memory_is_bounded_by_small_jobs_at_everyday_levels():
+    """zstd's default job is 4 windows (8 MiB at level 3): each worker holds one in and out.
+    2 MiB jobs keep a backup's compressor near 13 MB instead of 44 (level 3, 2 threads); the
+    peak memory of `runbook backup` is measured in benchmarks/commands.py."""
+    from runbook.streams import JOB_SIZE, compression_parameters
+
+    assert compression_parameters(3, 2).job_size == JOB_SIZE == 2 * MiB
+    assert compression_parameters(3, 2).threads == 2
+    assert compression_parameters(3, 2).write_checksum == 1
+    default_19 = zstandard.ZstdCompressionParameters.from_level(19, threads=2)
+    assert compression_parameters(19, 2).job_size == default_19.job_size  # ratio first
+
+
 @pytest.mark.parametrize("read_ahead", [0, 1, 8])
 def test_encoder_reads_readable_sources_into_reused_buffers(read_ahead):
     data = sample_data(3 * MiB + 1)
