@@ -9,6 +9,8 @@
    against the manifest), post-hooks (always once the pre-hooks started).
 3. Publish a markdown artifact (`restore-report`) and return a RestoreSummary; the run ends
    Failed unless the destination was restored and validated.
+With `dry_run` only step 1 runs (for Kubernetes objects into a cluster: with the API server's
+dry run per object) and the plan is published, status `planned`: nothing changed or recorded.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from runbook.runtime import Runtime, open_runtime
 from tasks.restore.destination import dsn_with_password
 from tasks.restore.plan import Overwrite, RestoreRequest
 from tasks.restore.report import restore_markdown
-from tasks.restore.run import RestoreRun, run_restore
+from tasks.restore.run import RestoreRun, planned_record, preflight, run_restore
 from tasks.restore.tasks import as_task_run, log_to_prefect
 
 
@@ -42,7 +44,7 @@ class RestoreSummary(BaseModel):
 
 
 @flow(name="restore", persist_result=True)
-def restore(
+def restore(  # noqa: PLR0913 - the parameters are the UI form
     target: str = "",
     into: str = "",
     backup: str = "latest",
@@ -50,6 +52,10 @@ def restore(
     overwrite: Overwrite = "no",
     confirm: bool = False,
     jobs: int = 2,
+    namespaces: list[str] | None = None,
+    kinds: list[str] | None = None,
+    force_conflicts: bool = False,
+    dry_run: bool = False,
 ) -> RestoreSummary:
     """Restore a backup into a database or a folder, validate it against its manifest and
     measure the RTO. Does nothing without a target and a destination.
@@ -62,8 +68,9 @@ def restore(
             ~/.pgpass), a folder for a files, Prometheus or Kubernetes objects target (the
             files, a TSDB data dir, YAML to apply), or for a Redis target a folder (the RDB
             and the steps to load it) or redis://host:port of an empty server to load it into
-            (password likewise in RUNBOOK_RESTORE_PASSWORD). Required, except for a Redis
-            target with restore.server configured.
+            (password likewise in RUNBOOK_RESTORE_PASSWORD), or k8s://CLUSTER to apply a
+            Kubernetes objects backup into that targets.kubernetes entry (server-side apply).
+            Required, except for a Redis target with restore.server configured.
         backup: "latest" (the newest verified backup, falling back past a corrupt one) or a
             backup id from `runbook backups list`.
         schema_name: Restore only this schema (its per-schema archive when the backup has one).
@@ -73,6 +80,12 @@ def restore(
             "in-place" to write a files backup over its original paths. Each needs confirm.
         confirm: Yes, overwrite as asked (the CLI's --yes).
         jobs: Parallel pg_restore jobs.
+        namespaces: k8s:// only: "SOURCE=DEST" to apply SOURCE's objects into DEST; "DEST"
+            alone for a backup of one namespace.
+        kinds: k8s:// only: apply only objects of these kinds (e.g. ConfigMap).
+        force_conflicts: k8s:// only: take over fields another field manager owns.
+        dry_run: Publish the plan (k8s://: per object created / changed / unchanged, from the
+            API server's dry run) and change nothing.
     """
     runtime = open_runtime() if target else None
     if runtime is None or not into and overwrite != "in-place" and not _has_server(runtime, target):
@@ -87,6 +100,9 @@ def restore(
         overwrite=overwrite,
         confirmed=confirm,
         jobs=jobs,
+        namespaces=tuple(namespaces or ()),
+        kinds=tuple(kinds or ()),
+        force_conflicts=force_conflicts,
     )
     run = RestoreRun(
         runtime.config,
@@ -96,6 +112,13 @@ def restore(
         flow_run_id=str(flow_run.id) if flow_run.id else None,
         on_step=log_to_prefect,
     )
+    if dry_run:
+        checked = preflight(run)
+        record = planned_record(run, checked)
+        create_markdown_artifact(
+            markdown=restore_markdown(record), key="restore-report", description="Restore plan"
+        )
+        return RestoreSummary(ok=True, restore=record)
     record = run_restore(run, as_task_run)
     summary = RestoreSummary(ok=record.restored, restore=record)
     create_markdown_artifact(

@@ -12,6 +12,11 @@ model), each refusing a move its status does not allow (`TRANSITIONS`):
     stored | verified | corrupt --mark_corrupt---> corrupt          (failed_step "verify")
     unknown | deleted | stored  --import_stored(manifest)--> stored (storage wins)
     anything but deleted        --mark_deleting--> deleting --mark_deleted--> deleted
+    stored | verified | corrupt --pin(keep_until, label) / unpin--> (status unchanged)
+
+A pin set at backup time travels in the manifest; one set later (`runbook backups pin`) is the
+catalog's alone (the sealed manifest is never rewritten), so a catalog rebuilt from storage
+has the backup-time pin only.
 
 The manifest in storage is the commit marker: a backup is listed as existing only once its
 manifest was written (status stored, verified or corrupt: COMMITTED). Storage is not trusted:
@@ -82,8 +87,8 @@ class BackupStep(enum.StrEnum):
     VERIFY = "verify"  # read it back from storage and compare with the manifest
 
 
-# transition -> (the statuses it may start from, the status it leads to)
-TRANSITIONS: dict[str, tuple[frozenset[BackupStatus], BackupStatus]] = {
+# transition -> (the statuses it may start from, the status it leads to; None: it stays)
+TRANSITIONS: dict[str, tuple[frozenset[BackupStatus], BackupStatus | None]] = {
     "start": (frozenset({BackupStatus.FAILED, BackupStatus.RUNNING}), BackupStatus.RUNNING),
     "mark_stored": (frozenset({BackupStatus.RUNNING}), BackupStatus.STORED),
     "import_stored": (frozenset({BackupStatus.DELETED, BackupStatus.STORED}), BackupStatus.STORED),
@@ -93,6 +98,9 @@ TRANSITIONS: dict[str, tuple[frozenset[BackupStatus], BackupStatus]] = {
     "mark_corrupt": (COMMITTED, BackupStatus.CORRUPT),
     "mark_deleting": (frozenset(BackupStatus) - {BackupStatus.DELETED}, BackupStatus.DELETING),
     "mark_deleted": (frozenset({BackupStatus.DELETING}), BackupStatus.DELETED),
+    # `runbook backups pin/unpin`: a committed backup's label and keep_until, status unchanged
+    "pin": (COMMITTED, None),
+    "unpin": (COMMITTED, None),
 }
 
 
@@ -449,6 +457,30 @@ class Catalog:
         """Its objects are gone from storage."""
         return self._move(backup_id, "mark_deleted", {"deleted_at": at or utcnow()})
 
+    def pin(self, backup_id: str, keep_until: datetime, label: str | None) -> BackupRecord:
+        """Retention keeps the backup until `keep_until` (and its label becomes `label` when
+        one is given). Only a committed backup can be pinned: PinError otherwise."""
+        self._pinnable(backup_id, "pinned")
+        changes: dict[str, Any] = {"keep_until": keep_until}
+        if label is not None:
+            changes["label"] = label
+        return self._move(backup_id, "pin", changes)
+
+    def unpin(self, backup_id: str) -> BackupRecord:
+        """Retention treats the backup like any other again (its label stays)."""
+        self._pinnable(backup_id, "unpinned")
+        return self._move(backup_id, "unpin", {"keep_until": None})
+
+    def _pinnable(self, backup_id: str, what: str) -> None:
+        from runbook.pins import PinError  # noqa: PLC0415 - pins imports the config package
+
+        status = self.get_backup(backup_id).status  # NotFoundError naming the id
+        if status not in TRANSITIONS["pin"][0]:
+            raise PinError(
+                f"backup {backup_id} is {status.value}: only a stored, verified or corrupt "
+                f"backup can be {what}"
+            )
+
     def _move(
         self,
         backup_id: str,
@@ -473,7 +505,8 @@ class Catalog:
                     f"backup {backup_id} is {row.status}: {transition} needs a "
                     f"{' or '.join(sorted(allowed))} backup"
                 )
-            row.status = status
+            if status is not None:
+                row.status = status
             for column, value in changes.items():
                 setattr(row, column, value)
             if edit is not None:

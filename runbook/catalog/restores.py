@@ -39,6 +39,7 @@ class RestoreStatus(enum.StrEnum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"  # cancelled, stopped or killed mid-way: destination incomplete
     REFUSED = "refused"  # the operator's mistake found once connected (nothing touched)
+    PLANNED = "planned"  # a dry run's plan (--dry-run): never stored, nothing touched
 
 
 class RestoreStep(enum.StrEnum):

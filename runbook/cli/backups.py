@@ -200,6 +200,66 @@ def backups_show(
         )
 
 
+@backups_app.command("pin")
+@operator_errors
+def backups_pin(
+    backup_id: Annotated[str, typer.Argument(help="Backup id (see `runbook backups list`).")],
+    keep_until: Annotated[
+        str,
+        typer.Option(
+            "--keep-until",
+            help="Keep it until a date (2026-12-31, through that day UTC), a moment "
+            "(2026-12-31T18:00Z) or a duration from now (7d, 2w, 12h).",
+        ),
+    ],
+    label: Annotated[
+        str | None, typer.Option("--label", help="Also name it (e.g. emergency-20261201-2207).")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pin an existing backup: retention keeps it until --keep-until, whatever the policy
+    says (its reasons say so). Exit 2 for an unknown id or a bad date. Does not start Prefect."""
+    from runbook.catalog import utcnow
+    from runbook.pins import Pin, parse_pin
+
+    pin = parse_pin(label, keep_until, utcnow())  # bad input: exit 2 naming the option
+    if pin.keep_until is None:
+        fail(f"--keep-until {keep_until!r}: give a date, a moment or a duration to pin until")
+    _cfg, catalog = open_catalog(config)
+    record = catalog.pin(backup_id, pin.keep_until, pin.label)
+    if as_json:
+        emit_json({"backup": _backup_json(record)})
+    else:
+        shown = Pin(label=record.label, keep_until=record.keep_until).describe()
+        typer.echo(f"backup {record.id} ({record.target}, {record.status.value}): {shown}")
+
+
+@backups_app.command("unpin")
+@operator_errors
+def backups_unpin(
+    backup_id: Annotated[str, typer.Argument(help="Backup id (see `runbook backups list`).")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a backup's pin: retention treats it like any other again (its label stays).
+    Does not start Prefect."""
+    _cfg, catalog = open_catalog(config)
+    before = catalog.get_backup(backup_id)
+    record = catalog.unpin(backup_id)
+    if as_json:
+        emit_json({"backup": _backup_json(record), "was_pinned": before.keep_until is not None})
+    else:
+        from runbook.pins import format_moment
+
+        was = (
+            f"no longer pinned (was until {format_moment(before.keep_until)})"
+            if before.keep_until
+            else "was not pinned"
+        )
+        typer.echo(f"backup {record.id} ({record.target}, {record.status.value}): {was}")
+
+
 @app.command()
 @operator_errors
 def verify(

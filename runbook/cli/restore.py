@@ -84,6 +84,18 @@ def _print_restore(r: dict) -> None:
             console.print(f"  {number}. {plain(step)}")
 
 
+def _print_plan(r: dict, confirm: list[str]) -> None:
+    console = make_console()
+    console.print(
+        f"PLAN (dry run, nothing changed): {plain(r['target'])}  backup "
+        f"{plain(r['backup_id'] or '-')}  into {plain(r['into'])}"
+    )
+    for action in r["plan"]:
+        console.print(f"  {plain(action)}" if action.startswith("  ") else f"  - {plain(action)}")
+    for reason in confirm:
+        console.print(f"  [yellow]needs --yes[/]: {plain(reason)}")
+
+
 @app.command()
 @operator_errors
 def restore(
@@ -92,8 +104,9 @@ def restore(
         str | None,
         typer.Option(
             help="A PostgreSQL DSN (new or empty database), a folder (files, Prometheus TSDB, "
-            "Kubernetes YAML; Redis: the RDB and the steps to load it) or redis://host:port "
-            "(an empty server to load into)."
+            "Kubernetes YAML; Redis: the RDB and the steps to load it), redis://host:port "
+            "(an empty server to load into) or k8s://CLUSTER (Kubernetes objects: server-side "
+            "apply into that targets.kubernetes entry)."
         ),
     ] = None,
     backup_: Annotated[
@@ -119,18 +132,46 @@ def restore(
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm without a prompt.")] = False,
     jobs: Annotated[int, typer.Option(help="pg_restore parallel jobs.")] = 2,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace",
+            help="k8s://: SOURCE=DEST applies SOURCE's objects into DEST (repeatable); DEST "
+            "alone for a one-namespace backup.",
+        ),
+    ] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option("--kind", help="k8s://: only objects of this kind (repeatable)."),
+    ] = None,
+    force_conflicts: Annotated[
+        bool,
+        typer.Option(
+            "--force-conflicts",
+            help="k8s://: take over fields another field manager owns (kubectl's flag).",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Show the plan (k8s://: each object created / changed / unchanged, from the "
+            "server's dry run) and change nothing.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Restore a backup into a database or a folder, validate it against the manifest and
-    measure the RTO. Exit 0 restored and validated, 1 failed, 2 refused (nothing touched)."""
+    """Restore a backup into a database, a folder or a cluster, validate it against the
+    manifest and measure the RTO. Exit 0 restored and validated (or planned with --dry-run),
+    1 failed, 2 refused (nothing touched)."""
     from runbook.runtime import open_runtime
     from runbook.secrets import split_dsn
     from tasks.restore.destination import PASSWORD_ENV
     from tasks.restore.plan import RestoreRequest
     from tasks.restore.redis import split_url_password
     from tasks.restore.report import restore_json
-    from tasks.restore.run import RestoreRun, preflight
+    from tasks.restore.run import RestoreRun, planned_record, preflight
 
     config_path = config_path_of(config)
     runtime = open_runtime(config_path)
@@ -145,11 +186,25 @@ def restore(
         overwrite=overwrite,
         confirmed=yes,
         jobs=jobs,
+        namespaces=tuple(namespace or ()),
+        kinds=tuple(kind or ()),
+        force_conflicts=force_conflicts,
     )
-    checked = preflight(RestoreRun(runtime.config, runtime.catalog, runtime.storage, request))
+    run = RestoreRun(runtime.config, runtime.catalog, runtime.storage, request)
+    checked = preflight(run)
+    if dry_run:
+        shown = restore_json(planned_record(run, checked))
+        shown["objects"] = [c.as_json() for c in checked.facts.changes]
+        if as_json:
+            emit_json({"restore": shown})
+        else:
+            _print_plan(shown, checked.plan.confirm)
+        raise typer.Exit(EXIT_OK)
     _confirm_or_refuse(checked.plan.confirm, checked.plan.actions, yes)
     param_into = into or ""
-    if into and into.startswith(("redis://", "rediss://")):
+    if into and into.startswith("k8s://"):
+        pass  # a cluster's name: no secret in it
+    elif into and into.startswith(("redis://", "rediss://")):
         param_into, password = split_url_password(into)
         if password:  # never a flow parameter: Prefect stores those
             os.environ[PASSWORD_ENV] = password
@@ -169,6 +224,9 @@ def restore(
         overwrite=overwrite,
         confirm=True,  # confirmed above, or nothing needed it
         jobs=jobs,
+        namespaces=list(namespace or []),
+        kinds=list(kind or []),
+        force_conflicts=force_conflicts,
     )
     shown = restore_json(summary.restore)
     if as_json:

@@ -8,6 +8,10 @@ clusterIP(s) (allocated by the cluster). Left out whole: objects a controller ow
 (ownerReferences: they come back with their owner), the `kubernetes` Service of `default`
 and the `kube-root-ca.crt` ConfigMap every namespace gets. Secrets are read only by name,
 one by one, and only when listed.
+
+A restore writes them back with server-side apply (`ObjectReader.apply`: PATCH
+application/apply-patch+yaml, field manager "runbook", `force` only when asked; `dry_run`
+sends dryRun=All so the server answers what it would store and stores nothing).
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ _ANNOTATIONS_DROPPED = (
     "kubectl.kubernetes.io/last-applied-configuration",
     "deployment.kubernetes.io/revision",
 )
+FIELD_MANAGER = "runbook"
+APPLY_PATCH = "application/apply-patch+yaml"
+# what the API server sets on every object: never a difference a restore made
+SERVER_METADATA = frozenset(_METADATA_DROPPED)
 CLUSTER_MADE = {("Service", "default", "kubernetes"), ("ConfigMap", "*", "kube-root-ca.crt")}
 
 
@@ -81,6 +89,36 @@ class ObjectReader(Cluster):
                 return None
             raise
         return {"apiVersion": "v1", "kind": "Secret", **found}
+
+    def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object as it is live, None when it does not exist."""
+        _, _, api_version = KINDS[kind]
+        try:
+            found = self._get(self._method(kind, "read"), name, namespace)
+        except KubernetesApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {"apiVersion": api_version, "kind": kind, **found}
+
+    def apply(self, obj: dict[str, Any], *, force: bool, dry_run: bool) -> dict[str, Any]:
+        """Server-side apply of `obj` (as `kubectl apply --server-side [--force-conflicts]
+        [--dry-run=server]`); answers the object as the server stored it, or would have.
+        KubernetesApiError 409 when another field manager owns a field it sets (without
+        `force`), 404 when its namespace does not exist."""
+        meta = obj["metadata"]
+        params: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": force}
+        if dry_run:
+            params["dry_run"] = "All"
+        found = self._get(
+            self._method(obj["kind"], "patch"),
+            meta["name"],
+            meta["namespace"],
+            obj,
+            _content_type=APPLY_PATCH,
+            **params,
+        )
+        return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], **found}
 
 
 def made_by_the_cluster(obj: dict[str, Any]) -> bool:

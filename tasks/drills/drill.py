@@ -12,11 +12,13 @@ runs the same function with each step as a Prefect task run (tasks/drills/tasks.
    the drill.
 3. restore: into a scratch database `runbook_drill_<target>_<utc time>` on the drill server (a
    throwaway embedded PostgreSQL by default, or the team's server), never the source
-   database; Redis: load the RDB into a throwaway redis-server; files: extract the tar into
-   the drill's work folder.
+   database; Redis: load the RDB into a throwaway redis-server; files, Prometheus TSDB and
+   Kubernetes objects: extract the tar into the drill's work folder.
 4. validate: Great Expectations + SQL checks + pg_amcheck (tasks/drills/validate.py); Redis:
    key counts per database against the manifest; files: every file against the sha256 the
-   backup recorded (tasks/drills/files.py).
+   backup recorded (tasks/drills/files.py); Kubernetes objects: every manifest parsed and
+   dry-run applied into the cluster when it answers; Prometheus: the real prometheus started
+   on the restored data dir and asked for its series (tasks/drills/served.py).
 5. objectives: RTO = download + restore + validation; RPO = drill start - backup end; each
    against the target's goal.
 6. cleanup, in `finally` (unless keep_on_failure and the drill failed), then the verdict:
@@ -26,12 +28,7 @@ runs the same function with each step as a Prefect task run (tasks/drills/tasks.
 from __future__ import annotations
 
 from runbook.catalog import Catalog, DrillRecord, DrillStep
-from runbook.config import (
-    KubernetesObjectsTarget,
-    PostgresTarget,
-    PrometheusTsdbTarget,
-    TargetConfig,
-)
+from runbook.config import PostgresTarget, TargetConfig
 from runbook.errors import NotFoundError
 from runbook.locks import drill_lock, named_lock
 from tasks.drills import steps
@@ -63,12 +60,6 @@ def check_drill_request(catalog: Catalog, target: TargetConfig, backup: str) -> 
     """Refuse what the operator got wrong before anything is recorded: a backup id that does
     not exist, belongs to another target or was never committed; a drill server that is the
     source database. Raises NotFoundError or DrillRefused (exit 2, no drill row)."""
-    if isinstance(target, PrometheusTsdbTarget | KubernetesObjectsTarget):
-        what = "a Prometheus TSDB" if isinstance(target, PrometheusTsdbTarget) else "objects"
-        raise DrillRefused(
-            f"target {target.name!r} is {what}: it has no drill yet; `runbook restore -t "
-            "NAME --into DIR` restores it and checks every file"
-        )
     if backup != "latest":
         record = catalog.get_backup(backup)
         if record.target != target.name:

@@ -14,7 +14,13 @@ from runbook.catalog import (
     BackupStatus,
     Catalog,
 )
-from runbook.config import FilesTarget, PostgresTarget, TargetConfig
+from runbook.config import (
+    FilesTarget,
+    KubernetesObjectsTarget,
+    PostgresTarget,
+    PrometheusTsdbTarget,
+    TargetConfig,
+)
 from runbook.errors import PermanentError
 from runbook.manifest import Manifest, read_manifest
 from runbook.storage import Storage
@@ -78,7 +84,7 @@ def restored_artifacts(target: TargetConfig) -> Callable[[BackupRecord], list[st
     """Which artifacts of a backup a drill restores: the whole database, the RDB, the tar."""
     if isinstance(target, PostgresTarget):
         return lambda record: ["database"]
-    if isinstance(target, FilesTarget):
+    if isinstance(target, FilesTarget | PrometheusTsdbTarget | KubernetesObjectsTarget):
         return lambda record: ["files"]
     return lambda record: ["dump"]
 

@@ -28,7 +28,14 @@ from runbook.catalog import (
     DrillStep,
     utcnow,
 )
-from runbook.config import Config, FilesTarget, PostgresTarget, RedisTarget
+from runbook.config import (
+    Config,
+    FilesTarget,
+    KubernetesObjectsTarget,
+    PostgresTarget,
+    PrometheusTsdbTarget,
+    RedisTarget,
+)
 from runbook.errors import RunbookError
 from runbook.secrets import redact, target_secrets
 from runbook.storage import Storage
@@ -60,7 +67,9 @@ class DrillRun:
     config: Config
     catalog: Catalog
     storage: Storage
-    target: PostgresTarget | RedisTarget | FilesTarget
+    target: (
+        PostgresTarget | RedisTarget | FilesTarget | PrometheusTsdbTarget | KubernetesObjectsTarget
+    )
     backup: str = "latest"  # the newest verified backup, or a backup id
     keep_on_failure: bool = False  # keep a failed drill's scratch for forensics
     jobs: int | None = None  # pg_restore jobs; None: the target's drill.jobs
@@ -93,7 +102,7 @@ class Drill:
     def scratch(self) -> ScratchPlace:
         if isinstance(self.target, RedisTarget):
             return ScratchPlace("redis-server", "", self.workdir)
-        if isinstance(self.target, FilesTarget):
+        if isinstance(self.target, FilesTarget | PrometheusTsdbTarget | KubernetesObjectsTarget):
             return ScratchPlace("files", "", self.workdir)  # the tree, inside the work folder
         if self.target.drill.dsn is not None:
             where = TeamServer(self.target.drill.dsn.get_secret_value()).describe()

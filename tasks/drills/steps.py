@@ -10,10 +10,16 @@ from __future__ import annotations
 import shutil
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from runbook.catalog import DrillCheck, DrillStep, RestoreCheck
-from runbook.config import FilesTarget, PostgresTarget
+from runbook.config import (
+    FilesTarget,
+    KubernetesObjectsTarget,
+    PostgresTarget,
+    PrometheusTsdbTarget,
+)
 from runbook.formatting import human_duration
 from runbook.systems.pg_servers import EmbeddedServer, TeamServer
 from runbook.systems.pg_tools import pick_binary, restore_archive
@@ -23,6 +29,7 @@ from tasks.drills.leftovers import sweep_leftovers
 from tasks.drills.pick import Picked, pick_and_download
 from tasks.drills.redis import compare_key_counts, restored_key_counts
 from tasks.drills.scratch import drop_database, refuse_source
+from tasks.drills.served import check_manifests, dry_run_apply, serve_tsdb
 from tasks.drills.session import Drill, StepFailed
 from tasks.drills.validate import validate_restore, warm_up
 
@@ -88,7 +95,7 @@ def restore(drill: Drill, picked: Picked) -> Restored:
     """PostgreSQL: pg_restore into a scratch database on the drill server, never the source.
     Redis: load the RDB into a throwaway redis-server and read its key counts. Files:
     extract the tar into the work folder."""
-    if isinstance(drill.target, FilesTarget):
+    if isinstance(drill.target, FilesTarget | PrometheusTsdbTarget | KubernetesObjectsTarget):
         started = time.monotonic()
         drill.scratch_created = True
         extracted = extract_tree(picked.files["files"], drill.workdir / "tree")
@@ -149,6 +156,7 @@ def validate(drill: Drill, restored: Restored) -> None:
             drill.workdir / "tree", restored.source, restored.tree
         )
         checks = [DrillCheck(**c.model_dump()) for c in found]
+        checks += _served(drill, drill.workdir / "tree")
         drill.seconds_since(started, "validation")
         drill.results.add(DrillStep.VALIDATE, checks)
         drill.say(f"files: {sum(c.ok for c in checks)}/{len(checks)} checks passed")
@@ -182,6 +190,18 @@ def validate(drill: Drill, restored: Restored) -> None:
         + (f"; failed: {', '.join(failed[:5])}" if failed else "")
         + (f"; Data Docs: {result.data_docs}" if result.data_docs else "")
     )
+
+
+def _served(drill: Drill, tree: Path) -> list[DrillCheck]:
+    """Kubernetes objects: the manifests parsed and dry-run applied; Prometheus: the data dir
+    served by a real prometheus (tasks/drills/served.py)."""
+    target = drill.target
+    if isinstance(target, KubernetesObjectsTarget):
+        checks, objects = check_manifests(tree)
+        return checks + dry_run_apply(drill.run.config, target, objects)
+    if isinstance(target, PrometheusTsdbTarget):
+        return serve_tsdb(tree, drill.workdir)
+    return []
 
 
 def objectives(drill: Drill, picked: Picked) -> None:

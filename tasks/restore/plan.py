@@ -34,13 +34,54 @@ class RestoreRequest:
     overwrite: Overwrite = "no"
     confirmed: bool = False  # --yes, or the operator answered the prompt
     jobs: int | None = None  # pg_restore jobs; None: the target's restore.jobs
+    # Kubernetes objects applied into a cluster (--into k8s://CLUSTER)
+    namespaces: tuple[str, ...] = ()  # "SRC=DST" remaps, or one "DST" for a one-namespace backup
+    kinds: tuple[str, ...] = ()  # only these kinds (default: every kind the backup holds)
+    force_conflicts: bool = False  # take over fields other field managers own
+
+
+@dataclass(frozen=True)
+class ObjectChange:
+    """What applying one object of a Kubernetes objects backup does, as the API server's
+    dry run answered: created, changed (which top-level fields differ), unchanged, or a
+    conflict with another field manager (names only: never a value, Secrets' included)."""
+
+    kind: str
+    namespace: str
+    name: str
+    change: Literal["created", "changed", "unchanged", "conflict"]
+    fields: tuple[str, ...] = ()  # changed: the top-level fields that differ
+    detail: str = ""  # conflict: the managers and fields; no value
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+    def describe(self) -> str:
+        if self.change == "changed":
+            return f"change {self.label} ({', '.join(self.fields)})"
+        if self.change == "created":
+            return f"create {self.label}"
+        if self.change == "conflict":
+            return f"conflict {self.label}: {self.detail}"
+        return f"unchanged {self.label}"
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "change": self.change,
+            "fields": list(self.fields),
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
 class DestinationFacts:
     """What the destination is now, as measured just before planning."""
 
-    kind: Literal["postgres", "files", "redis"]
+    kind: Literal["postgres", "files", "redis", "kubernetes"]
     where: str  # user@host:port/db, redis://host:port or a folder: no secret
     exists: bool
     contents: str = ""  # what it holds ("14 relations in shop, public"); "" when empty
@@ -48,6 +89,7 @@ class DestinationFacts:
     original_paths: bool = False  # files: the restore would write over the backed-up paths
     backup_id: str = ""
     hooks: tuple[list[str], list[str]] = ([], [])  # (pre, post) step names
+    changes: tuple[ObjectChange, ...] = ()  # kubernetes: each object, per the server's dry run
 
 
 @dataclass(frozen=True)
@@ -77,6 +119,12 @@ def plan_restore(request: RestoreRequest, facts: DestinationFacts) -> RestorePla
             f"{facts.where} is not empty ({facts.contents}): what the backup holds is dropped "
             "there and recreated"
         )
+    elif facts.kind == "kubernetes" and (changed := _changed(facts)):
+        shown = ", ".join(c.describe().removeprefix("change ") for c in changed[:10])
+        more = f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+        confirm.append(
+            f"{len(changed)} live object(s) in {facts.where} are changed in place: {shown}{more}"
+        )
     elif request.overwrite == "in-place":
         confirm.append(
             f"the files of backup {facts.backup_id} are written over their original paths "
@@ -89,7 +137,36 @@ def plan_restore(request: RestoreRequest, facts: DestinationFacts) -> RestorePla
     return RestorePlan(actions=actions, confirm=confirm)
 
 
+def _changed(facts: DestinationFacts) -> list[ObjectChange]:
+    return [c for c in facts.changes if c.change == "changed"]
+
+
+def _refuse_kubernetes(request: RestoreRequest, facts: DestinationFacts) -> None:
+    if request.overwrite != "no":
+        raise RestoreRefused(
+            f"--{request.overwrite} is not for Kubernetes objects: server-side apply changes "
+            "only the fields the backup holds (see the plan with --dry-run)"
+        )
+    if request.schema:
+        raise RestoreRefused("--schema is for PostgreSQL targets")
+    conflicts = [c for c in facts.changes if c.change == "conflict"]
+    if conflicts and not request.force_conflicts:
+        shown = "; ".join(f"{c.label}: {c.detail}" for c in conflicts[:5])
+        raise RestoreRefused(
+            f"{len(conflicts)} object(s) conflict with other field managers ({shown}): pass "
+            "--force-conflicts to take those fields over (nothing was applied)"
+        )
+
+
 def _refuse(request: RestoreRequest, facts: DestinationFacts) -> None:
+    if facts.kind != "kubernetes" and (request.namespaces or request.kinds):
+        raise RestoreRefused(
+            "--namespace and --kind are for Kubernetes objects applied into a cluster "
+            "(--into k8s://CLUSTER)"
+        )
+    if facts.kind == "kubernetes":
+        _refuse_kubernetes(request, facts)
+        return
     if facts.kind == "redis":
         _refuse_redis(request, facts)
         return
@@ -174,6 +251,19 @@ def _redis_actions(request: RestoreRequest, facts: DestinationFacts) -> list[str
 
 
 def _restore_actions(request: RestoreRequest, facts: DestinationFacts) -> list[str]:
+    if facts.kind == "kubernetes":
+        force = " --force-conflicts" if request.force_conflicts else ""
+        counts = {
+            change: sum(1 for c in facts.changes if c.change == change)
+            for change in ("created", "changed", "unchanged", "conflict")
+        }
+        summary = ", ".join(f"{n} {change}" for change, n in counts.items() if n)
+        return [
+            f"verify backup {facts.backup_id} from storage while downloading it",
+            f"server-side apply (field manager runbook{force}) into {facts.where}: {summary}",
+            *[f"  {c.describe()}" for c in facts.changes],
+            "read every object back and compare it with the backup",
+        ]
     if facts.kind == "redis":
         return _redis_actions(request, facts)
     if facts.kind == "files":

@@ -13,10 +13,12 @@ enters it (so a restore whose process is killed still says where it died):
 3. restore: re-plan against the destination as it is now, then PostgreSQL: create the
    database if needed and pg_restore --exit-on-error -j (the binary matching the server);
    files: extract into the folder; Redis: load into the server through a throwaway
-   redis-server, or write the RDB into the folder with the operator's next steps.
+   redis-server, or write the RDB into the folder with the operator's next steps; Kubernetes
+   objects into k8s://CLUSTER: server-side apply of each (tasks/restore/kubernetes.py).
 4. validate: PostgreSQL: the drill's checks against the manifest (row counts, schema,
    sequences, pg_amcheck); files: every file against its recorded sha256; Redis: keys per
-   database against the manifest (tasks/restore/redis.py).
+   database against the manifest (tasks/restore/redis.py); Kubernetes objects: each read back
+   and compared with the backup.
 5. post-hooks: the target's restore.post steps, always once pre-hooks started.
 Then the verdict: restored (and validated), failed in a step, or interrupted (cancelled,
 stopped or killed: the destination is incomplete, never reported restored). RTO = the wall
@@ -63,7 +65,7 @@ from runbook.config import (
 )
 from runbook.errors import NotFoundError, RunbookError
 from runbook.locks import named_lock
-from runbook.manifest import Manifest, read_manifest
+from runbook.manifest import read_manifest
 from runbook.secrets import redact, split_dsn, target_secrets
 from runbook.stopping import stop_reason
 from runbook.storage import Storage
@@ -73,6 +75,7 @@ from tasks.drills.files import check_tree, extract_tree
 from tasks.drills.pick import Picked, pick_and_download
 from tasks.drills.validate import validate_restore
 from tasks.restore import destination
+from tasks.restore import kubernetes as kube
 from tasks.restore import redis as redis_restore
 from tasks.restore.hooks import hook_label, run_hooks
 from tasks.restore.plan import (
@@ -127,6 +130,7 @@ class Preflight:
     record: BackupRecord  # the backup the plan was made for (pick may fall back past it)
     facts: DestinationFacts
     plan: RestorePlan
+    fell_back_from: str | None = None  # Kubernetes objects into a cluster: picked to plan
 
 
 def restorable_target(config: Config, name: str) -> RestorableTarget:
@@ -165,9 +169,16 @@ def measure_destination(
     request: RestoreRequest,
     manifest_source: dict[str, Any],
     backup_id: str,
+    *,
+    config: Config | None = None,
+    objects: list[dict[str, Any]] | None = None,
 ) -> DestinationFacts:
-    """The destination's facts for `plan_restore`, with the backup and the hooks named."""
-    if isinstance(target, RedisTarget):
+    """The destination's facts for `plan_restore`, with the backup and the hooks named
+    (Kubernetes objects into a cluster: `config` and the backup's `objects` are needed)."""
+    if isinstance(target, KubernetesObjectsTarget) and kube.is_cluster(request.into):
+        assert config is not None and objects is not None
+        facts = kube.kubernetes_destination(config, target, request, objects)
+    elif isinstance(target, RedisTarget):
         facts = redis_restore.redis_destination(target, request.into, backup_id)
     elif isinstance(target, PostgresTarget):
         if not request.into:
@@ -223,8 +234,67 @@ def preflight(run: RestoreRun) -> Preflight:
     source = manifest.source if manifest is not None else {}
     if request.schema and isinstance(target, PostgresTarget):
         _check_schema(source, request.schema, record.id)
+    if isinstance(target, KubernetesObjectsTarget) and kube.is_cluster(request.into):
+        return _preflight_cluster(run, target)
     facts = measure_destination(target, request, source, record.id)
     return Preflight(target, record, facts, plan_restore(request, facts))
+
+
+def _preflight_cluster(run: RestoreRun, target: KubernetesObjectsTarget) -> Preflight:
+    """Objects into a cluster: the plan needs them, so the backup is verified and read
+    (into a private temporary folder, removed at once) and the server dry-runs each apply."""
+    kube.cluster_of(run.config, target, run.request.into)  # an unknown cluster: refused first
+    if run.request.overwrite != "no" or run.request.schema:  # before the server is asked
+        plan_restore(run.request, DestinationFacts(kind="kubernetes", where=run.request.into,
+                                                   exists=True))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix=f"runbook-plan-{target.name}-") as folder:
+        picked = pick_and_download(
+            run.catalog,
+            run.storage,
+            target,
+            run.request.backup,
+            Path(folder),
+            _artifacts_for(run.request, target),
+        )
+        if not picked.report.ok:
+            problems = "; ".join(f"{c.key}: {c.problem}" for c in picked.report.problems)
+            raise RunbookError(
+                f"backup {picked.record.id} is damaged ({problems}): nothing was applied; "
+                "restore another with --backup ID"
+            )
+        objects = kube.load_objects(picked.files["files"])
+    facts = measure_destination(
+        target,
+        run.request,
+        picked.manifest.source,
+        picked.record.id,
+        config=run.config,
+        objects=objects,
+    )
+    plan = plan_restore(run.request, facts)
+    return Preflight(target, picked.record, facts, plan, picked.fell_back_from)
+
+
+def planned_record(run: RestoreRun, checked: Preflight) -> RestoreRecord:
+    """A dry run's answer (--dry-run): the plan as a restore record that is never stored."""
+    now = utcnow()
+    return RestoreRecord(
+        id=f"plan-{now.strftime('%Y%m%dT%H%M%SZ')}",
+        target=checked.target.name,
+        kind=TARGET_KIND[type(checked.target)],
+        backup_id=checked.record.id,
+        fell_back_from=checked.fell_back_from,
+        into=checked.facts.where,
+        schema_name=run.request.schema,
+        status=RestoreStatus.PLANNED,
+        started_at=now,
+        finished_at=now,
+        plan=checked.plan.actions,
+        next_steps=[f"needs confirmation (--yes): {reason}" for reason in checked.plan.confirm],
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        flow_run_id=run.flow_run_id,
+    )
 
 
 def _check_schema(source: dict[str, Any], schema: str, backup_id: str) -> None:
@@ -327,7 +397,7 @@ def pick(restore: Restore) -> Picked:
 
 def pre_hooks(restore: Restore, picked: Picked) -> None:
     """Plan again (the destination now, the backup picked), then the pre-restore steps."""
-    _replan(restore, picked.manifest)
+    _replan(restore, picked)
     started = time.monotonic()
     restore.pre_hooks_started = True
     found = run_hooks(restore.target.restore.pre, "pre", stop_at_failure=True)
@@ -359,16 +429,50 @@ class Restored:
         self.folder: Path | None = where.get("folder")
         self.extracted = where.get("extracted")
         self.url: str | None = where.get("url")  # a Redis server loaded
+        self.cluster = where.get("cluster")  # Kubernetes objects applied into this cluster
+        self.objects: list[dict[str, Any]] = where.get("objects") or []
         self.rdb: Path | None = where.get("rdb")  # a Redis RDB written to a folder
 
 
-def _replan(restore: Restore, manifest: Manifest) -> None:
+def _replan(restore: Restore, picked: Picked) -> None:
     """Plan again against the destination as it is now and the backup actually picked: what
     changed since the preflight (a database filled meanwhile, a fallback to another backup)
     is refused just the same."""
-    request = restore.request
-    facts = measure_destination(restore.target, request, manifest.source, manifest.backup_id)
+    request, manifest = restore.request, picked.manifest
+    objects = None
+    if restore.facts.kind == "kubernetes":
+        objects = kube.load_objects(picked.files["files"])
+    facts = measure_destination(
+        restore.target,
+        request,
+        manifest.source,
+        manifest.backup_id,
+        config=restore.run.config,
+        objects=objects,
+    )
     require_confirmation(plan_restore(request, facts), request)
+
+
+def _restore_cluster(restore: Restore, picked: Picked) -> Restored:
+    """Apply the backup's objects into the cluster (server-side apply)."""
+    started, request = time.monotonic(), restore.request
+    assert isinstance(restore.target, KubernetesObjectsTarget)
+    cluster = kube.cluster_of(restore.run.config, restore.target, request.into)
+    objects = kube.select_objects(kube.load_objects(picked.files["files"]), request)
+    checks, _stored = kube.apply_objects(cluster, objects, request.force_conflicts)
+    restore.timed(started, "restore")
+    restore.results.add(RestoreStep.RESTORE, checks)
+    failed = [c for c in checks if not c.ok]
+    counts: dict[str, int] = {}
+    for check in checks:
+        word = check.detail.split(":")[0] if check.ok else "failed"
+        counts[word] = counts.get(word, 0) + 1
+    summary = ", ".join(f"{n} {word}" for word, n in counts.items())
+    restore.say(f"applied {len(checks)} object(s) into {restore.facts.where}: {summary}")
+    for check in failed:
+        restore.say(f"{check.name}: FAILED: {check.detail}")
+    restore.results.next_steps = kube.cluster_steps(restore.facts.where, picked.manifest.source)
+    return Restored(picked.manifest.source, cluster=cluster, objects=objects)
 
 
 def _restore_redis(restore: Restore, picked: Picked) -> Restored:
@@ -398,6 +502,8 @@ def restore_data(restore: Restore, picked: Picked) -> Restored:
     started, request = time.monotonic(), restore.request
     if isinstance(restore.target, RedisTarget):
         return _restore_redis(restore, picked)
+    if restore.facts.kind == "kubernetes":
+        return _restore_cluster(restore, picked)
     if isinstance(restore.target, FolderTarget):
         folder = Path(request.into or "/")
         extracted = extract_tree(picked.files["files"], folder)
@@ -439,7 +545,9 @@ def restore_data(restore: Restore, picked: Picked) -> Restored:
 
 def validate(restore: Restore, restored: Restored) -> None:
     started = time.monotonic()
-    if restored.url is not None:
+    if restored.cluster is not None:
+        checks = kube.compare_objects(restored.cluster, restored.objects)
+    elif restored.url is not None:
         checks = redis_restore.validate_server(restored.url, restored.source)
     elif restored.rdb is not None:
         checks = redis_restore.validate_rdb(restored.rdb, restore.workdir, restored.source)

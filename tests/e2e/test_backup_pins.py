@@ -123,3 +123,80 @@ def test_the_pre_maintenance_backup_carries_the_windows_label(files_config):
     assert back_up_first(["conf"], label="pre-maintenance-weekly") == {"conf": None}
     (record,) = open_runtime(files_config).catalog.list_backups(target="conf")
     assert record.label == "pre-maintenance-weekly" and record.keep_until is None
+
+
+def _take_backups(config: str, count: int) -> list[str]:
+    """`count` verified backups of `conf`, oldest first (without Prefect)."""
+    from runbook.manifest import new_backup_id
+    from tasks.backups.dump import run_backup
+    from tasks.backups.verify import verify_backup
+
+    runtime = open_runtime(config)
+    ids = []
+    for _ in range(count):
+        backup_id = new_backup_id()
+        run_backup(runtime.config, runtime.config.target("conf"), runtime.catalog,
+                   runtime.storage, backup_id)  # fmt: skip
+        assert verify_backup(runtime.catalog, runtime.storage, backup_id).ok
+        ids.append(backup_id)
+    return ids
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_existing_backup_is_pinned_kept_by_retention_and_unpinned(files_config):
+    config = files_config
+    older, newer = _take_backups(config, 2)
+
+    before = utcnow()
+    code, out, err = cli(
+        "backups", "pin", older, "--keep-until", "3d", "--label", "before-upgrade",
+        "--config", config, "--json",
+    )  # fmt: skip
+    assert code == 0, out + err
+    pinned = json.loads(out)["backup"]
+    until = datetime.fromisoformat(pinned["keep_until"])
+    assert pinned["id"] == older and pinned["label"] == "before-upgrade"
+    assert pinned["status"] == "verified"  # pinning changes no status
+    assert before + timedelta(days=3) <= until <= utcnow() + timedelta(days=3)
+    code, out, _ = cli("backups", "pin", older, "--keep-until", "2099-01-01", "--config", config)
+    assert code == 0
+    assert out.strip() == (
+        f"backup {older} (conf, verified): pinned until 2099-01-02 00:00 UTC (label before-upgrade)"
+    )
+
+    code, out, err = cli("retention", "--config", config, "--json")  # keep_last 1: a dry run
+    assert code == 0, out + err
+    plan = {d["id"]: d for d in json.loads(out)["decisions"]}
+    assert plan[older]["action"] == "keep"
+    assert plan[older]["reasons"] == ["pinned until 2099-01-02 00:00 UTC (label before-upgrade)"]
+
+    code, out, _ = cli("backups", "unpin", older, "--config", config)
+    assert code == 0
+    assert out.strip() == (
+        f"backup {older} (conf, verified): no longer pinned (was until 2099-01-02 00:00 UTC)"
+    )
+    code, out, _ = cli("backups", "unpin", older, "--config", config, "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["was_pinned"] is False
+    assert shown["backup"]["keep_until"] is None and shown["backup"]["label"] == "before-upgrade"
+
+    code, out, err = cli("retention", "--apply", "--config", config, "--json")
+    assert code == 0, out + err
+    plan = {d["id"]: d for d in json.loads(out)["decisions"]}
+    assert plan[older]["action"] == "delete" and plan[newer]["action"] == "keep"
+
+    # A deleted backup, an unknown id, a bad or past date: exit 2, one line naming the value.
+    for args, message in [
+        ([older, "--keep-until", "7d"], f"backup {older} is deleted: only a stored, verified"),
+        (["nope", "--keep-until", "7d"], "unknown backup id 'nope'"),
+        ([newer, "--keep-until", "soon"], "--keep-until 'soon': expected a date"),
+        ([newer, "--keep-until", "2020-01-01"], "--keep-until '2020-01-01': 2020-01-02 00:00"),
+        ([newer, "--keep-until", "7d", "--label", "a b"], "--label 'a b': a label is"),
+    ]:
+        code, out, err = cli("backups", "pin", *args, "--config", config)
+        assert code == 2 and out == "", (args, out, err)
+        assert err.startswith(f"runbook: {message}"), err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, _, err = cli("backups", "unpin", "nope", "--config", config)
+    assert code == 2 and "unknown backup id 'nope'" in err
+    assert open_runtime(config).catalog.get_backup(newer).keep_until is None

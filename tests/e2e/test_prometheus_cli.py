@@ -1,6 +1,6 @@
 """A Prometheus TSDB target from the command line: `runbook backup` (the backup flow) takes and
 verifies a snapshot, `runbook restore --into DIR` restores it with the next steps printed,
-`runbook drill` refuses it with exit 2."""
+`runbook drill` restores it into a work folder and serves it with a real prometheus."""
 
 from __future__ import annotations
 
@@ -40,5 +40,13 @@ def test_prometheus_backup_and_restore_from_the_command_line(tmp_path, write_con
     assert "RESTORED" in out and "Next steps:" in out
     assert f"--storage.tsdb.path={into}" in out.replace("\n", "")
 
-    code, out, err = cli("drill", "-t", "metrics", "--config", config)
-    assert code == 2 and "is a Prometheus TSDB: it has no drill yet" in err
+    code, out, err = cli("drill", "-t", "metrics", "--config", config, "--json")
+    assert code == 0, out + err
+    drilled = json.loads(out)["drill"]
+    assert drilled["passed"] and drilled["target"] == "metrics"
+    checks = {c["name"]: c for c in drilled["checks"]}
+    assert checks["file checksums"]["ok"] and checks["rto"]["ok"] and checks["rpo"]["ok"]
+    served = checks["prometheus serves the snapshot"]
+    assert served["ok"] and "series" in served["detail"] and "prometheus 2." in served["detail"]
+    code, out, _ = cli("drills", "list", "-t", "metrics", "--config", config, "--json")
+    assert code == 0 and json.loads(out)["drills"][0]["id"] == drilled["id"]

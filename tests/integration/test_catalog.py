@@ -22,6 +22,7 @@ from runbook.catalog.backups import TRANSITIONS
 from runbook.errors import NotFoundError
 from runbook.locks import LockTimeout, named_lock
 from runbook.manifest import Manifest, ManifestArtifact
+from runbook.pins import PinError
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -172,6 +173,8 @@ def move(catalog: Catalog, backup_id: str, transition: str):
         ),
         "mark_deleting": lambda: catalog.mark_deleting(backup_id),
         "mark_deleted": lambda: catalog.mark_deleted(backup_id),
+        "pin": lambda: catalog.pin(backup_id, now + timedelta(days=1), "kept"),
+        "unpin": lambda: catalog.unpin(backup_id),
     }
     assert set(calls) == set(TRANSITIONS)
     return calls[transition]()
@@ -194,9 +197,11 @@ def test_each_transition_moves_only_from_the_statuses_it_names(sqlite_catalog, t
     assert before.status == status
     allowed, to = TRANSITIONS[transition]
     if status in allowed:
-        assert move(catalog, backup_id, transition).status == to
+        assert move(catalog, backup_id, transition).status == (to or status)  # None: it stays
     else:
-        with pytest.raises(BackupTransitionError, match=f"backup {backup_id} is {status}"):
+        # pin and unpin are the operator's (`runbook backups pin`): a PinError, exit 2
+        refused = PinError if to is None else BackupTransitionError
+        with pytest.raises(refused, match=f"backup {backup_id} is {status}"):
             move(catalog, backup_id, transition)
         assert catalog.get_backup(backup_id) == before  # nothing changed
 

@@ -75,3 +75,49 @@ def test_clean_into_an_empty_database_needs_no_confirmation():
     plan = plan_restore(ask(overwrite="clean"), pg(exists=True))
     assert plan.confirm == []
     assert any("--clean --if-exists" in action for action in plan.actions)
+
+
+def kube(*changes):
+    from tasks.restore.plan import ObjectChange
+
+    found = tuple(ObjectChange(*c) for c in changes)
+    return DestinationFacts(
+        kind="kubernetes", where="k8s://prod (namespaces platform)", exists=True,
+        backup_id="B", changes=found,
+    )  # fmt: skip
+
+
+def test_kubernetes_objects_created_need_no_confirmation_and_changed_ones_do():
+    created = kube(("ConfigMap", "platform", "app", "created"),
+                   ("Service", "platform", "api", "unchanged"))  # fmt: skip
+    plan = plan_restore(ask(), created)
+    assert plan.confirm == []
+    assert "  create ConfigMap platform/app" in plan.actions
+    assert "  unchanged Service platform/api" in plan.actions
+    assert any("1 created, 1 unchanged" in a for a in plan.actions)
+
+    changed = kube(("Deployment", "platform", "api", "changed", ("metadata.labels", "spec")))
+    plan = plan_restore(ask(), changed)
+    assert plan.confirm == [
+        "1 live object(s) in k8s://prod (namespaces platform) are changed in place: "
+        "Deployment platform/api (metadata.labels, spec)"
+    ]
+    with pytest.raises(RestoreRefused, match="confirmation needed"):
+        require_confirmation(plan, ask())
+
+
+def test_kubernetes_conflicts_and_database_flags_are_refused():
+    conflict = kube(("ConfigMap", "platform", "app", "conflict", (), 'conflict with "kubectl"'))
+    with pytest.raises(RestoreRefused, match=r"1 object\(s\) conflict.*--force-conflicts"):
+        plan_restore(ask(), conflict)
+    plan = plan_restore(ask(force_conflicts=True), conflict)
+    assert any("--force-conflicts" in a for a in plan.actions)
+    for flags, message in [
+        ({"overwrite": "clean"}, "--clean is not for Kubernetes objects"),
+        ({"overwrite": "replace-source"}, "--replace-source is not for Kubernetes"),
+        ({"schema": "s"}, "--schema is for PostgreSQL"),
+    ]:
+        with pytest.raises(RestoreRefused, match=message):
+            plan_restore(ask(**flags), kube())
+    with pytest.raises(RestoreRefused, match="--namespace and --kind are for Kubernetes"):
+        plan_restore(ask(namespaces=("a=b",)), files())
