@@ -6,7 +6,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test bench lint clean lock
+.PHONY: demo test bench lint clean lock image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,23 @@ bench: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+
+# The container image (infra/docker/Dockerfile), with podman when installed, else docker:
+#   make image IMAGE=registry.example.com/ops/runbook TAG=1.4 BASE_IMAGE=python:3.11-slim
+# PIP_CONF=FILE hands pip a config file (index-url, cert) as a build secret, kept out of the
+# image's layers; IMAGE_FLAGS adds flags to the build command (--network host, --volume ...).
+ENGINE      ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+IMAGE       ?= runbook
+TAG         ?= latest
+BASE_IMAGE  ?= python:3.11-slim
+PIP_CONF    ?=
+IMAGE_FLAGS ?=
+comma       := ,
+
+image:
+	$(ENGINE) build -f infra/docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  $(if $(PIP_CONF),--secret id=pip.conf$(comma)src=$(PIP_CONF)) $(IMAGE_FLAGS) \
+	  -t $(IMAGE):$(TAG) .
 
 clean:
 	rm -rf .runbook benchmarks/.work

@@ -470,6 +470,9 @@ def _clean_env() -> dict[str, str]:
             "DO_NOT_TRACK": "1",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PGCONNECT_TIMEOUT": "10",
+            # a timeout, not a cost: the warm-up run creates Prefect's database, which can
+            # take longer than the default 20 s on a busy machine
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         }
     )
     return env

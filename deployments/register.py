@@ -2,7 +2,11 @@
 
 1. Load runbook.yaml (unset ${VAR}s are noted, not fatal: the worker's environment has them).
 2. Check that the server answers, in one line if it does not.
-3. Create the process work pool when it is missing.
+3. Create the process work pool when it is missing; or, with `--pool kubernetes`, refuse a
+   config a pod cannot run (SQLite catalog, local storage, no result_storage, no image) and
+   create or update the Kubernetes pool with infra/kubernetes/base-job-template.json. With
+   result_storage, save its block on the server and set PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK
+   in the pool's environment (runbook/results.py).
 4. `prefect deploy --all` on prefect.yaml merged with one backup deployment per
    `backup.schedules` entry, with RUNBOOK_CONFIG, RUNBOOK_TIMEZONE and RUNBOOK_HOME set so
    workers find the config and schedules follow its timezone (output kept, shown on failure).
@@ -12,6 +16,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -31,6 +36,7 @@ from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 from prefect.settings import PREFECT_API_URL
 
+from deployments import kubernetes
 from deployments.forms import parameter_schema
 from deployments.spec import (
     CODE_ROOT,
@@ -38,9 +44,11 @@ from deployments.spec import (
     load_flow,
     merged_prefect_yaml,
     rpo_warnings,
+    work_pools,
 )
 from runbook.config import load_config
 from runbook.errors import RunbookError
+from runbook.results import result_env, save_block
 
 
 @dataclass
@@ -170,13 +178,21 @@ def next_run(schedule: dict[str, str], now: datetime | None = None) -> str | Non
     return when.strftime("%Y-%m-%d %H:%M %Z")
 
 
-def deploy_all(config_path: str) -> DeployResult:
+def deploy_all(
+    config_path: str,
+    pool: str = "process",
+    image: str | None = None,
+    namespace: str | None = None,
+) -> DeployResult:
+    if pool not in kubernetes.POOLS:
+        raise RunbookError(f"--pool: {pool!r} is not a work pool (process or kubernetes)")
     unset: list[str] = []
     config = load_config(config_path, unset=unset)
+    image, namespace = kubernetes.image_and_namespace(image, namespace)
+    if pool == "kubernetes":
+        kubernetes.check_pool(config, image)
     url = api_url()
     check_server(url)
-    spec = merged_prefect_yaml(config)
-    work_pool = spec["definitions"]["work_pool"]["name"]
     env = {
         **os.environ,
         "PREFECT_API_URL": url,
@@ -184,11 +200,21 @@ def deploy_all(config_path: str) -> DeployResult:
         "RUNBOOK_TIMEZONE": config.timezone,
         "RUNBOOK_HOME": os.environ.get("RUNBOOK_HOME", str(CODE_ROOT)),
     }
-    pool = _prefect(["work-pool", "create", work_pool, "--type", "process"], env)
-    if pool.returncode != 0 and "already exists" not in pool.stdout + pool.stderr:
-        raise RunbookError(
-            f"could not create work pool {work_pool}: {_failure_lines(pool.stdout + pool.stderr)}"
+    results_env = _save_result_storage(config, env)
+    if pool == "kubernetes":
+        assert image is not None  # check_pool refused it
+        chosen = kubernetes.kubernetes_pool(
+            work_pools()["kubernetes"], Path(config_path), image, namespace, results_env
         )
+        env["RUNBOOK_HOME"] = kubernetes.IMAGE_HOME  # the pull step runs in the image
+        spec = merged_prefect_yaml(config, work_pool=chosen)
+        _create_kubernetes_pool(chosen["name"], env)
+    else:
+        process = copy.deepcopy(work_pools()["process"])
+        process.setdefault("job_variables", {}).setdefault("env", {}).update(results_env)
+        spec = merged_prefect_yaml(config, work_pool=process)
+        _create_process_pool(spec["definitions"]["work_pool"]["name"], env)
+    work_pool = spec["definitions"]["work_pool"]["name"]
     with tempfile.NamedTemporaryFile(
         "w", prefix="runbook-prefect-", suffix=".yaml", delete=False
     ) as handle:
@@ -201,10 +227,29 @@ def deploy_all(config_path: str) -> DeployResult:
         raise RunbookError(f"prefect deploy failed:\n{_failure_lines(done.stdout + done.stderr)}")
     declared = declared_deployments(config=config)
     deployed = _finish(declared, config)
-    warnings = [
-        f"{name} is not set in this environment: set it in the worker's environment"
-        for name in sorted(set(unset))
-    ]
+    if pool == "kubernetes":
+        warnings = [
+            f"runbook.yaml is read from the ConfigMap runbook-config in namespace {namespace}: "
+            f"kubectl -n {namespace} create configmap runbook-config "
+            f"--from-file=runbook.yaml={config_path} --dry-run=client -o yaml | kubectl apply -f -"
+        ]
+        names = [e["name"] for e in kubernetes.secret_env(Path(config_path))]
+        if names:
+            warnings.append(
+                f"the pods read {', '.join(names)} from the Secret {kubernetes.SECRET} in "
+                f"namespace {namespace}: kubectl -n {namespace} create secret generic "
+                f"{kubernetes.SECRET} " + " ".join(f"--from-literal={n}=..." for n in names)
+            )
+        worker_command = (
+            "helm install prefect-worker prefect/prefect-worker -n "
+            f"{namespace} -f infra/helm/values-runbook.yaml"
+        )
+    else:
+        warnings = [
+            f"{name} is not set in this environment: set it in the worker's environment"
+            for name in sorted(set(unset))
+        ]
+        worker_command = f"{_venv_tool('prefect')} worker start --pool {work_pool}"
     warnings += rpo_warnings(config)
     warnings += _stale(declared)
     return DeployResult(
@@ -212,10 +257,55 @@ def deploy_all(config_path: str) -> DeployResult:
         work_pool=work_pool,
         config=config_path,
         deployments=deployed,
-        worker_command=f"{_venv_tool('prefect')} worker start --pool {work_pool}",
+        worker_command=worker_command,
         run_example=f"{_venv_tool('prefect')} deployment run backup/backup-on-demand",
         warnings=warnings,
     )
+
+
+def _save_result_storage(config: Any, env: dict[str, str]) -> dict[str, str]:
+    """With result_storage, save its block on the server and return the environment that
+    makes the deployments' runs use it (PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK)."""
+    if config.result_storage is None:
+        return {}
+    try:
+        save_block(config.result_storage)  # on PREFECT_API_URL's server, like _finish
+    except httpx.HTTPError as exc:
+        raise RunbookError(
+            f"could not save the result storage block on {env['PREFECT_API_URL']}: "
+            f"{type(exc).__name__}"
+        ) from None
+    return result_env(config)
+
+
+def _create_process_pool(name: str, env: dict[str, str]) -> None:
+    pool = _prefect(["work-pool", "create", name, "--type", "process"], env)
+    if pool.returncode != 0 and "already exists" not in pool.stdout + pool.stderr:
+        raise RunbookError(
+            f"could not create work pool {name}: {_failure_lines(pool.stdout + pool.stderr)}"
+        )
+
+
+def _create_kubernetes_pool(name: str, env: dict[str, str]) -> None:
+    """Create the pool, or update its base job template (a new Runbook version's)."""
+    kubernetes.base_job_template()  # a clear error when the file is missing
+    pool = _prefect(
+        [
+            "work-pool",
+            "create",
+            name,
+            "--type",
+            "kubernetes",
+            "--base-job-template",
+            str(kubernetes.BASE_JOB_TEMPLATE),
+            "--overwrite",
+        ],
+        env,
+    )
+    if pool.returncode != 0:
+        raise RunbookError(
+            f"could not create work pool {name}: {_failure_lines(pool.stdout + pool.stderr)}"
+        )
 
 
 def _finish(declared: list[dict[str, Any]], config: Any) -> list[Deployed]:

@@ -1,5 +1,6 @@
 """The deployments Runbook declares: prefect.yaml's, plus one backup deployment per schedule
-of runbook.yaml's `backup.schedules`; and the parameter forms the Prefect UI shows for them.
+of runbook.yaml's `backup.schedules` and `capacity-collect-hourly` when `capacity.hourly`
+names sources; and the parameter forms the Prefect UI shows for them.
 
 Used by `runbook deploy` (which hands the merged list to `prefect deploy --all`) and by
 `python -m deployments.serve`, so both register the same deployments.
@@ -29,6 +30,8 @@ PREFECT_YAML = Path(str(importlib.resources.files("deployments") / "prefect.yaml
 CODE_ROOT = Path(importlib.util.find_spec("flows").origin).resolve().parents[1]
 TIMEZONE_PLACEHOLDER = "{{ $RUNBOOK_TIMEZONE }}"
 NIGHTLY = "backup-nightly"  # the deployment that backs up targets with `schedule: nightly`
+CAPACITY_COLLECT = "capacity-collect"
+HOURLY_CRON = "20 * * * *"  # clear of health-hourly at :00
 
 
 def load_flow(entrypoint: str) -> Any:
@@ -45,9 +48,14 @@ def declared_deployments(
     prefect_yaml: Path = PREFECT_YAML, config: Any | None = None
 ) -> list[dict[str, Any]]:
     """prefect.yaml's deployments, plus `backup-<name>` for each of the config's
-    backup.schedules (a copy of backup-nightly with that cron and `schedule: <name>`)."""
+    backup.schedules (a copy of backup-nightly with that cron and `schedule: <name>`), and
+    `capacity-collect-hourly` when capacity.hourly names sources."""
     deployments = load_prefect_yaml(prefect_yaml)["deployments"]
-    if config is None or not config.backup.schedules:
+    if config is None:
+        return deployments
+    if config.capacity.hourly:
+        deployments = [*deployments, capacity_hourly(deployments, config.capacity.hourly)]
+    if not config.backup.schedules:
         return deployments
     nightly = next(d for d in deployments if d["name"] == NIGHTLY)
     extra = []
@@ -65,11 +73,37 @@ def declared_deployments(
     return [*deployments, *extra]
 
 
-def merged_prefect_yaml(config: Any, prefect_yaml: Path = PREFECT_YAML) -> dict[str, Any]:
-    """prefect.yaml with the config's extra deployments, for `prefect deploy --prefect-file`."""
+def capacity_hourly(deployments: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+    """capacity-collect's copy that runs every hour for the sources capacity.hourly names."""
+    daily = next(d for d in deployments if d["name"] == CAPACITY_COLLECT)
+    spec = copy.deepcopy(daily)
+    spec.update(
+        name=f"{CAPACITY_COLLECT}-hourly",
+        description=f"Capacity samples every hour of {', '.join(sources)} (capacity.hourly in "
+        "runbook.yaml), and the health history's levels.",
+        parameters={**daily.get("parameters", {}), "hourly": True},
+        schedules=[{"cron": HOURLY_CRON, "timezone": TIMEZONE_PLACEHOLDER}],
+    )
+    return spec
+
+
+def merged_prefect_yaml(
+    config: Any, prefect_yaml: Path = PREFECT_YAML, work_pool: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """prefect.yaml with the config's extra deployments, for `prefect deploy --prefect-file`;
+    with `work_pool` (one of definitions.work_pools, filled in), every deployment goes there."""
     data = load_prefect_yaml(prefect_yaml)
     data["deployments"] = declared_deployments(prefect_yaml, config)
+    if work_pool is not None:
+        data["definitions"] = {"work_pool": work_pool}
+        for deployment in data["deployments"]:
+            deployment["work_pool"] = copy.deepcopy(work_pool)
     return data
+
+
+def work_pools(prefect_yaml: Path = PREFECT_YAML) -> dict[str, dict[str, Any]]:
+    """prefect.yaml's definitions.work_pools: "process" and "kubernetes" -> the pool."""
+    return load_prefect_yaml(prefect_yaml)["definitions"]["work_pools"]
 
 
 def schedule_timezone(declared: str | None, config: Any | None = None) -> str:

@@ -113,6 +113,14 @@ class MetricSamples:
         with self.catalog.session() as session:
             return [_sample(row) for row in session.scalars(query.order_by(SampleRow.time))]
 
+    def newest(self, source: str) -> datetime | None:
+        """The time of the newest sample from `source` (collect, backfill, health), of any
+        resource; None when there is none."""
+        with self.catalog.session() as session:
+            return session.scalar(
+                select(func.max(SampleRow.time)).where(SampleRow.source == source)
+            )
+
     def resources(self) -> list[ResourceInfo]:
         """Every resource with samples, by name."""
         newest = (

@@ -1,8 +1,9 @@
-"""`runbook capacity collect|report`: capacity samples and the forecast report.
+"""`runbook capacity collect|report|reports`: capacity samples and the forecast report.
 
 Exit codes: collect 0 when every source was measured, 1 when one could not be; report 0, or 1
 when a resource is `critical` (P10 days until 90 % under capacity.days_until_90.critical, or
-already over 90 %); 2 the operator's mistake."""
+already over 90 %) or its copy could not be stored; reports 0, or 1 when a stored copy is
+incomplete or damaged; 2 the operator's mistake."""
 
 from pathlib import Path
 from typing import Annotated, Any
@@ -99,7 +100,7 @@ def capacity_report(
                 fail(f"no samples of resource {', '.join(missing)} (see `runbook capacity report`)")
         from flows.capacity import capacity_report as report_flow
 
-        _completed, report = run_flow(
+        completed, report = run_flow(
             report_flow,
             path,
             period="quarter" if quarter else "month",
@@ -113,7 +114,48 @@ def capacity_report(
     else:
         _print_report(report)
     critical = any(r.status == "critical" for r in report.resources)
-    raise typer.Exit(EXIT_FAILED if critical else EXIT_OK)
+    raise typer.Exit(EXIT_FAILED if critical or not completed else EXIT_OK)
+
+
+@capacity_app.command("reports")
+def capacity_reports(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List the report copies kept in storage under _capacity/ (capacity.keep_reports), each
+    checked against its manifest. Exit 1 when a copy is incomplete or damaged."""
+    from runbook.config import load_config
+    from runbook.errors import RunbookError
+    from runbook.storage import StorageError, open_storage
+    from tasks.capacity.stored import PREFIX, list_reports
+
+    try:
+        cfg = load_config(config_path_of(config))
+    except RunbookError as exc:
+        fail(str(exc))
+    storage = open_storage(cfg.storage)
+    where = storage.describe()
+    try:
+        reports = list_reports(storage)
+    except StorageError as exc:
+        fail(f"cannot list {PREFIX} in {where}: {exc}", EXIT_FAILED)
+    finally:
+        storage.close()
+    damaged = any(not r.complete for r in reports)
+    if as_json:
+        emit_json({"reports": [r.json() for r in reversed(reports)]})
+        raise typer.Exit(EXIT_FAILED if damaged else EXIT_OK)
+    console = make_console()
+    console.print(
+        f"{len(reports)} capacity reports in {plain(where)} {PREFIX} "
+        f"(keeping {cfg.capacity.keep_reports})"
+    )
+    for r in reversed(reports):  # newest first
+        if r.complete:
+            console.print(
+                f"  {plain(r.id)}  {r.period}  {r.resources} resources, worst {r.worst}, "
+                f"{r.files} files, {r.bytes:,} bytes"
+            )
+        else:
+            console.print(f"  {plain(r.id)}  [red]{plain('; '.join(r.problems))}[/]")
+    raise typer.Exit(EXIT_FAILED if damaged else EXIT_OK)
 
 
 def _print_report(report: Any) -> None:
@@ -138,5 +180,12 @@ def _print_report(report: Any) -> None:
         table.add_row(*(cell if i == 2 else plain(cell) for i, cell in enumerate(row)))
     console.print(table)
     console.print(plain(calibration_line(report)))
+    from tasks.capacity.scoring import overall_line
+
+    console.print(plain(overall_line(report.scoring)))
     if report.html:
         console.print(f"HTML report: {plain(report.html)}")
+    if report.stored:
+        console.print(f"Stored: {plain(report.stored)} under _capacity/ in storage")
+    if report.storage_error:
+        console.print(f"[red]Not stored in storage: {plain(report.storage_error)}[/]")

@@ -96,12 +96,18 @@ def run_flow(flow_fn: Any, config_path: str, **params: Any) -> tuple[bool, Any]:
     """Run a flow in this process on the given config; (completed?, its summary). Operator
     errors re-raised. Flows read their config from $RUNBOOK_CONFIG, as on a worker."""
     from runbook.cli.prefect_server import start_temporary_server
-    from runbook.config import CONFIG_ENV
+    from runbook.config import CONFIG_ENV, load_config
     from runbook.errors import RunFailed
+    from runbook.results import result_storage_of
 
     os.environ[CONFIG_ENV] = config_path
     start_temporary_server()  # in ephemeral mode: a server that dies with this process
-    state = flow_fn(**params, return_state=True)
+    try:
+        config = load_config(config_path)
+    except RunbookError:
+        config = None  # the flow says what is wrong with it, as on a worker
+    with result_storage_of(config):  # runbook.yaml's result_storage, if any
+        state = flow_fn(**params, return_state=True)
     result = RunFailed.summary_of(state.result(raise_on_failure=False))
     if isinstance(result, RunbookError):
         raise result

@@ -126,36 +126,45 @@ def _hand_over_early(timeout: float) -> None:
     global _early, _adopted
     assert _early is not None
     port, process = _early
-    _wait_until_healthy(port, process, timeout)
-    _early, _adopted = None, process
+    _early = None
+    _adopted = process  # from here on, whatever happens, stopped at exit
+    port, _adopted = _wait_until_healthy(port, process, timeout)
     from prefect.context import refresh_global_settings_context
 
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
     refresh_global_settings_context()
 
 
-def _wait_until_healthy(port: int, process: subprocess.Popen[Any], timeout: float) -> None:
+def _wait_until_healthy(
+    port: int, process: subprocess.Popen[Any], timeout: float
+) -> tuple[int, subprocess.Popen[Any]]:
+    """The port and process of the server once /api/health answers. Like Prefect's own
+    wait: `timeout` seconds from now, and a server that lost its port to another process
+    (uvicorn exits with 3) is started again on a free one."""
     import httpx
 
     deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{port}/api/health"
     while True:
-        if process.poll() is not None:
+        if process.poll() == 3:
+            port = _free_port()
+            process = _launch(port, dict(os.environ))
+        elif process.poll() is not None:
             raise RuntimeError(
                 f"Prefect's temporary server exited with code {process.returncode} while "
                 "starting (run the command with PREFECT_LOGGING_LEVEL=DEBUG, or set "
                 "PREFECT_API_URL to a running server)"
             )
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                return port, process
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
             _stop(process)
             raise RuntimeError(
                 f"Prefect's temporary server did not answer on port {port} within {timeout:g} s "
-                "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+                "(raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS on a busy machine: its "
+                "first start also creates its database)"
             )
         time.sleep(0.1)
 

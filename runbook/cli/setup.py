@@ -22,11 +22,26 @@ from runbook.cli.common import (
 )
 from runbook.errors import RunbookError
 
+PoolOpt = Annotated[
+    str,
+    typer.Option(
+        "--pool",
+        help="The work pool the deployments go to: process (a worker on this machine) or "
+        "kubernetes (one Job per flow run; needs a PostgreSQL catalog, S3 storage, "
+        "result_storage and an image).",
+        case_sensitive=False,
+    ),
+]
+
 
 @app.command("check-config")
-def check_config(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def check_config(
+    config: ConfigOpt = None, as_json: JsonOpt = False, pool: PoolOpt = "process"
+) -> None:
     """Validate the config file and list its targets (secrets masked). Environment variables
-    the file uses but this shell does not set are listed: set them where the flows run."""
+    the file uses but this shell does not set are listed: set them where the flows run. With
+    --pool kubernetes, also refuse what a pod cannot run (SQLite catalog, local storage, no
+    result_storage)."""
     from runbook.config import ALL_KINDS, load_config
 
     path = None
@@ -34,6 +49,12 @@ def check_config(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     try:
         path = config_path_of(config)
         cfg = load_config(path, unset=unset)
+        if pool.lower() == "kubernetes":
+            from deployments.kubernetes import check_pool
+
+            check_pool(cfg, image=None, check_image=False)  # the image is deploy's option
+        elif pool.lower() != "process":
+            raise RunbookError(f"--pool: {pool!r} is not a work pool (process or kubernetes)")
     except RunbookError as exc:
         if as_json:
             emit_json({"ok": False, "config": path, "error": str(exc)})
@@ -73,14 +94,33 @@ def check_config(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command()
 @operator_errors
-def deploy(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def deploy(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    pool: PoolOpt = "process",
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="--pool kubernetes: Runbook's image as the cluster pulls it "
+            "(default $RUNBOOK_IMAGE; make image, then push it).",
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            help="--pool kubernetes: the namespace of the flow-run Jobs "
+            "(default $RUNBOOK_NAMESPACE, else runbook).",
+        ),
+    ] = None,
+) -> None:
     """Register Runbook's deployments (prefect.yaml, plus one per backup.schedules entry) with
     your Prefect server (PREFECT_API_URL): schedules in runbook.yaml's timezone, RUNBOOK_CONFIG
-    pointing at the config, the config's target names as choices in the UI's Custom run."""
+    pointing at the config, the config's target names as choices in the UI's Custom run.
+    --pool kubernetes sends them to a Kubernetes work pool instead (README, "Deploy")."""
     from deployments.register import deploy_all
 
     path = config_path_of(config)
-    result = deploy_all(path)
+    result = deploy_all(path, pool=pool.lower(), image=image, namespace=namespace)
     if as_json:
         emit_json(result.as_json())
     else:

@@ -78,7 +78,7 @@ from runbook.config.notifications import (
 from runbook.config.report import DailyReportSettings, ReportSettings
 from runbook.config.restore import RedisRestoreSettings, RestoreHook, RestoreSettings
 from runbook.config.root import Config
-from runbook.config.storage import LocalStorage, S3Storage, Storage
+from runbook.config.storage import LocalStorage, ResultStorage, S3Storage, Storage
 from runbook.config.targets import (
     ALL_KINDS,
     BACKUP_KINDS,
@@ -163,6 +163,7 @@ __all__ = [
     "PushgatewaySettings",
     "RedisHealth",
     "RedisTarget",
+    "ResultStorage",
     "Retention",
     "S3Storage",
     "ScheduleName",

@@ -64,6 +64,14 @@ class CapacitySettings(Model):
     folder: Path | None = Field(
         default=None, description="charts and HTML reports [default: .runbook/capacity]"
     )
+    hourly: list[Name] = Field(
+        default_factory=list,
+        description="targets (postgres, redis, host, kubernetes, docker) and series names also"
+        " collected every hour (deployment capacity-collect-hourly)",
+    )
+    keep_reports: int = Field(
+        default=24, ge=1, le=1000, description="report copies kept in storage under _capacity/"
+    )
 
     @model_validator(mode="after")
     def _unique_series(self) -> CapacitySettings:

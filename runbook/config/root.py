@@ -18,7 +18,7 @@ from runbook.config.health import HealthSettings
 from runbook.config.maintenance import MaintenanceSettings
 from runbook.config.notifications import Notifications
 from runbook.config.report import ReportSettings
-from runbook.config.storage import LocalStorage, Storage
+from runbook.config.storage import LocalStorage, ResultStorage, Storage
 from runbook.config.targets import ALL_KINDS, BACKUP_KINDS, TargetConfig, Targets
 from runbook.errors import NotFoundError
 
@@ -28,6 +28,7 @@ class Config(Model):
     storage: Storage = Field(
         default_factory=lambda: LocalStorage(kind="local", path=Path(".runbook/backups"))
     )
+    result_storage: ResultStorage | None = None  # Prefect's results (README, "Deploy")
     retention: Retention = Field(default_factory=Retention)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     timezone: str = "UTC"
@@ -111,6 +112,20 @@ class Config(Model):
                 raise ValueError(
                     f"{where}: no {kind} target named {name!r} "
                     f"(targets.{kind}: {', '.join(known) or 'none'})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _known_hourly_sources(self) -> Config:
+        known = [s.name for s in self.capacity.series]
+        for kind in ("postgres", "redis", "host", "kubernetes", "docker"):
+            known += [t.name for t in getattr(self.targets, kind)]
+        for index, name in enumerate(self.capacity.hourly):
+            if name not in known:
+                raise ValueError(
+                    f"capacity.hourly[{index}]: no postgres, redis, host, kubernetes or docker "
+                    f"target and no capacity.series named {name!r} "
+                    f"(known: {', '.join(known) or 'none'})"
                 )
         return self
 

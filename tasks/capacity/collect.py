@@ -1,6 +1,7 @@
 """What `capacity-collect` measures, source by source: each configured PostgreSQL, Redis,
 host, Kubernetes (metrics.k8s.io) and Docker target, the backup bytes per target from the
-catalog, and every `capacity.series` from Prometheus. A source that cannot be measured is a
+catalog, every `capacity.series` from Prometheus, and the health history's levels
+(collect_health.py). A source that cannot be measured is a
 result (its error kept, the others still stored), not an exception."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from runbook.catalog import Catalog, MetricSamples, Sample
 from runbook.config import Config
 from tasks.capacity.collect_backups import collect_backups
 from tasks.capacity.collect_docker import collect_docker
+from tasks.capacity.collect_health import collect_health
 from tasks.capacity.collect_host import collect_host
 from tasks.capacity.collect_kubernetes import collect_kubernetes
 from tasks.capacity.collect_postgres import collect_postgres
@@ -23,6 +25,7 @@ from tasks.capacity.collect_prometheus import collect_series
 from tasks.capacity.collect_redis import collect_redis
 
 Measure = Callable[[datetime], list[Sample]]
+HEALTH_SOURCE = "health history"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,13 @@ class CollectSummary(BaseModel):
         }
 
 
+def hourly_sources(config: Config, sources: list[Source]) -> list[Source]:
+    """The sources capacity.hourly names (`postgres app` for `app`, `series data-disk` for
+    `data-disk`), and the health history."""
+    wanted = set(config.capacity.hourly)
+    return [s for s in sources if s.name == HEALTH_SOURCE or s.name.split(" ", 1)[-1] in wanted]
+
+
 def sources_of(config: Config, catalog: Catalog) -> list[Source]:
     top = config.capacity.top_tables
     found = [
@@ -77,6 +87,8 @@ def sources_of(config: Config, catalog: Catalog) -> list[Source]:
         Source(f"series {s.name}", partial(collect_series, s, prometheus[s.prometheus]))
         for s in config.capacity.series
     ]
+    # Last: a health result at the same time as a sample measured above is not stored.
+    found.append(Source(HEALTH_SOURCE, partial(collect_health, catalog, config.capacity.horizon)))
     return found
 
 

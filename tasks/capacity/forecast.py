@@ -31,7 +31,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
-import statsmodels.api as sm
+
+# The two models' own modules, not statsmodels.api: that namespace loads every model and
+# patsy, ~15 MB more in this process and in each worker (benchmarks/capacity.py).
+from statsmodels.robust.norms import HuberT
+from statsmodels.robust.robust_linear_model import RLM
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 from threadpoolctl import ThreadpoolController
 
@@ -86,7 +90,7 @@ class Event:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a year of points per resource: no __dict__ each
 class Point:
     time: datetime
     value: float
@@ -293,7 +297,7 @@ def robust_drift_paths(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            fitted = sm.RLM(changes / unit, np.ones(changes.size), M=sm.robust.norms.HuberT()).fit()
+            fitted = RLM(changes / unit, np.ones(changes.size), M=HuberT()).fit()
         except Exception:  # noqa: BLE001
             return None
     drift, error, scale = float(fitted.params[0]), float(fitted.bse[0]), float(fitted.scale)

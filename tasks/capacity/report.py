@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from runbook.catalog import Catalog, MaintenanceLog, MetricSamples
 from runbook.config import Config
@@ -22,7 +22,9 @@ from tasks.capacity.collect_backups import retention_deletes
 from tasks.capacity.events import catalog_changes
 from tasks.capacity.forecast import NOMINAL, forecast_many
 from tasks.capacity.history import job_of, settings_of
+from tasks.capacity.scoring import RESOURCE_COLUMNS, overall_line, resource_rows, scoring_markdown
 
+STORED_PREFIX = "_capacity/"  # where stored.py keeps the copies
 STATUS_ORDER = {"critical": 0, "warn": 1, "ok": 2, "not-growing": 3, "not-enough-history": 4}
 
 
@@ -44,6 +46,9 @@ class ResourceReport(BaseModel):
     plan: dict[str, float | None] | None = None
     calibration: dict[str, Any] = {}
     chart: str | None = None  # the PNG's file name under the report folder
+    # The forecast band (band[k]: P10 / P50 / P90 level k + 1 days on), for the stored copy
+    # that later reports score; never in the flow's result or the JSON output (it is large).
+    band: Any = Field(default=None, exclude=True)  # numpy (days, 3), or None
 
     def p10(self, threshold: str = "90") -> float:
         value = (self.days_until.get(threshold) or {}).get("p10")
@@ -62,6 +67,10 @@ class CapacityReport(BaseModel):
     calibration: dict[str, Any]
     folder: str | None = None
     html: str | None = None  # the HTML report's path
+    # How earlier reports' forecasts came true (scoring.py); None: not scored
+    scoring: dict[str, Any] | None = None
+    stored: str | None = None  # the copy's id under _capacity/ in storage
+    storage_error: str | None = None  # why no copy was stored
 
     @property
     def worst(self) -> str:
@@ -75,6 +84,9 @@ class CapacityReport(BaseModel):
             "resources": [r.json_row() for r in self.resources],
             "calibration": self.calibration,
             "html": self.html,
+            "scoring": self.scoring,
+            "stored": self.stored,
+            "storage_error": self.storage_error,
         }
 
 
@@ -136,6 +148,7 @@ def build_report(
                 plan=result.plan,
                 calibration=calibration.json(),
                 chart=name,
+                band=result.band,
             )
         )
     rows.sort(key=lambda r: (r.p10("90"), STATUS_ORDER.get(r.status, 9), r.resource))
@@ -264,9 +277,25 @@ def report_markdown(report: CapacityReport) -> str:
                 f"{r.plan['monthly_growth_planned']:.0%}; at the planned rate 100 % in "
                 f"{days(r.plan.get('days_until_100_planned'))} days"
             )
+    lines += scoring_markdown(report.scoring)
     if report.html:
         lines += ["", f"Charts: {report.html}"]
+    if report.stored:
+        lines += ["", f"Stored: {STORED_PREFIX}{report.stored}/ in storage"]
+    if report.storage_error:
+        lines += ["", f"**Not stored in storage**: {report.storage_error}"]
     return "\n".join(lines)
+
+
+def scoring_html(scoring: dict[str, Any] | None) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in RESOURCE_COLUMNS)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>"
+        for row in resource_rows(scoring)
+    )
+    table = f"<table><tr>{head}</tr>{rows}</table>" if rows else ""
+    return f"<h2>How earlier forecasts came true</h2><p>{esc(overall_line(scoring))}</p>{table}"
 
 
 def report_html(report: CapacityReport, charts: dict[str, bytes]) -> str:
@@ -304,5 +333,6 @@ def report_html(report: CapacityReport, charts: dict[str, bytes]) -> str:
         "</style></head><body>"
         f"<h1>Capacity report ({esc(report.period)}), {report.generated_at:%Y-%m-%d %H:%M} UTC"
         f"</h1><p>{esc(calibration_line(report))}</p>"
-        f"<table><tr>{head}</tr>{body}</table>{''.join(sections)}</body></html>"
+        f"<table><tr>{head}</tr>{body}</table>{scoring_html(report.scoring)}"
+        f"{''.join(sections)}</body></html>"
     )

@@ -157,6 +157,26 @@ class Browser:
             time.sleep(0.2)
         raise BrowserError(f"timed out waiting for {expression!r} (last value {value!r})")
 
+    def click(self, text: str, selector: str = "button, a, [role=menuitem], [role=tab]") -> None:
+        """Click, as a mouse does (move, press, release at its centre), the first visible
+        element matching `selector` whose text is `text`, once it is there. A real press
+        matters: the UI's menus open on pointerdown, not on a scripted click()."""
+        find = f"""(() => {{
+          const el = [...document.querySelectorAll({json.dumps(selector)})]
+            .find(e => e.innerText.trim() === {json.dumps(text)} && e.offsetParent !== null);
+          if (!el) return null;
+          el.scrollIntoView({{block: 'center'}});
+          const r = el.getBoundingClientRect();
+          return JSON.stringify([r.x + r.width / 2, r.y + r.height / 2]);
+        }})()"""
+        x, y = json.loads(self.wait_for(find))
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def text(self) -> str:
+        """What the page shows: the rendered text of its body."""
+        return self.evaluate("document.body.innerText") or ""
+
     def screenshot(self, path: Path) -> Path:
         data = self.send("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))

@@ -212,17 +212,20 @@ class PrefectServer:
             raise RuntimeError("; ".join(errors))
 
 
-def start_server(workdir: Path, **settings: str) -> PrefectServer:
-    """Start a server (extra `settings` as environment variables) and wait for /api/health."""
+def start_server(workdir: Path, ui: bool = False, **settings: str) -> PrefectServer:
+    """Start a server (extra `settings` as environment variables) and wait for /api/health.
+    With `ui`, it serves the UI too (at the server's root, V2 under /v2)."""
     home = workdir / "server-home"
     home.mkdir(parents=True)
     port = free_port()
     env = clean_env(
         home,
-        PREFECT_UI_ENABLED="false",  # no UI build to copy: faster start
+        PREFECT_UI_ENABLED="true" if ui else "false",  # without: no UI build to copy
         PREFECT_SERVER_LOGGING_LEVEL="INFO",  # the scheduler's "Scheduled N runs." lines
         **{**FAST_SCHEDULER, **settings},
     )
+    if ui:
+        env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"  # what the browser calls
     process = Process.start(
         "prefect-server",
         [

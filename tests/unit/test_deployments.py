@@ -115,3 +115,24 @@ def test_serve_adds_a_backup_deployment_per_schedule_with_the_config_names(tmp_p
     assert "DSN" in restore_form["into"]["description"]
     diagnose_form = built["diagnose-on-demand"]._parameter_openapi_schema.properties
     assert diagnose_form["targets"]["items"]["enum"] == ["app"]  # host and health always come
+
+
+def test_capacity_collect_hourly_is_built_only_when_capacity_hourly_names_sources(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv("RUNBOOK_TIMEZONE", raising=False)
+    config = tmp_path / "runbook.yaml"
+    config.write_text("targets:\n  host: [{name: here}]\n")
+    built = {d.name for d in build_deployments(config_path=str(config))}
+    assert "capacity-collect" in built and "capacity-collect-hourly" not in built
+
+    config.write_text(
+        "timezone: Europe/Berlin\ntargets:\n  host: [{name: here}]\ncapacity: {hourly: [here]}\n"
+    )
+    built = {d.name: d for d in build_deployments(config_path=str(config))}
+    hourly = built["capacity-collect-hourly"]
+    assert [s.schedule.cron for s in hourly.schedules] == ["20 * * * *"]
+    assert hourly.schedules[0].schedule.timezone == "Europe/Berlin"
+    assert hourly.parameters == {"hourly": True} and "here" in hourly.description
+    assert built["capacity-collect"].parameters == {}  # the daily run takes every source
+    assert hourly.entrypoint == built["capacity-collect"].entrypoint
