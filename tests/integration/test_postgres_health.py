@@ -462,7 +462,14 @@ def test_replication_lag_on_a_real_primary_and_standby(replica_pair: tuple[str, 
     # Its slot is active: nothing to report.
     assert check(primary, "postgres.inactive_slots").value == 0
 
-    # A caught-up standby: lag 0.
+    # A caught-up standby: lag 0, once it has replayed the primary's transaction (before its
+    # WAL arrives a standby with nothing to replay also looks caught up, and has no replayed
+    # transaction whose time the paused case below measures from).
+    deadline = time.monotonic() + 20
+    with psycopg.connect(standby, autocommit=True) as conn:
+        while not conn.execute("SELECT pg_last_xact_replay_timestamp() IS NOT NULL").fetchone()[0]:
+            assert time.monotonic() < deadline, "the standby replayed no transaction in 20 s"
+            time.sleep(0.2)
     caught_up = poll(
         lambda: check(standby, "postgres.replication_lag"),
         lambda r: r.value == 0.0,
