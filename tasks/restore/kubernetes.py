@@ -33,19 +33,6 @@ from runbook.secrets import redact
 from tasks.restore.plan import DestinationFacts, ObjectChange, RestoreRefused, RestoreRequest
 
 SCHEME = "k8s://"
-# metadata the API server sets: not a difference the backup can make
-_SERVER_METADATA = frozenset(
-    {
-        "uid",
-        "resourceVersion",
-        "generation",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "managedFields",
-        "selfLink",
-    }
-)
 
 
 def is_cluster(into: str) -> bool:
@@ -157,7 +144,10 @@ def secret_values(objects: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def _comparable(obj: dict[str, Any] | None) -> dict[str, Any]:
-    """The fields an apply can change, by top-level name (metadata split into its parts)."""
+    """The fields an apply can change, by top-level name (metadata split into its parts; the
+    metadata the API server sets is no difference a backup can make)."""
+    from runbook.systems.kubernetes_objects import SERVER_METADATA  # noqa: PLC0415 - lazy client
+
     if obj is None:
         return {}
     out = {
@@ -167,7 +157,7 @@ def _comparable(obj: dict[str, Any] | None) -> dict[str, Any]:
     }
     meta = obj.get("metadata") or {}
     for key, value in meta.items():
-        if key not in _SERVER_METADATA and key not in ("name", "namespace"):
+        if key not in SERVER_METADATA and key not in ("name", "namespace"):
             out[f"metadata.{key}"] = value
     return out
 
