@@ -302,22 +302,26 @@ def dump_files(
         ),
         None if target.allow_empty else "",
     )
+    source = {"paths": [str(p) for p in target.paths], "exclude": list(target.exclude)}
+    tool = {"tar": f"python tarfile (pax) {__version__}"}
+    return tar_dumped(target, artifact, source, tool, (stats, checksums, warnings))
+
+
+def tar_dumped(
+    target: FilesTarget | PrometheusTsdbTarget | KubernetesObjectsTarget,
+    artifact: ManifestArtifact,
+    source: dict[str, Any],
+    tool: dict[str, str],
+    archived: tuple[dict[str, int], list[dict[str, Any]], list[str]],
+) -> Dumped:
+    """The result of a tar backup (store_tar's): its warnings logged, the target's `source`
+    facts with the archive's counts and the sha256 of every regular file as archived (a
+    restore and a drill check each file against it)."""
+    stats, checksums, warnings = archived
     for warning in warnings:
         log.warning("target %s: %s", target.name, warning)
-    source = {
-        "paths": [str(p) for p in target.paths],
-        "exclude": list(target.exclude),
-        **stats,
-        # per regular file, as archived: a restore and a drill check every file against it
-        "file_checksums": checksums,
-    }
-    return Dumped(
-        [artifact],
-        source,
-        {"tar": f"python tarfile (pax) {__version__}"},
-        {"dump": artifact.seconds},
-        warnings,
-    )
+    source = {**source, **stats, "file_checksums": checksums}
+    return Dumped([artifact], source, tool, {"dump": artifact.seconds}, warnings)
 
 
 def store_tar(
@@ -565,8 +569,6 @@ def dump_prometheus(
             remove_snapshot(target.data_dir, name)
         except OSError as exc:
             warnings.append(f"snapshot {folder} could not be removed: {exc.strerror or exc}")
-    for warning in warnings:
-        log.warning("target %s: %s", target.name, warning)
     blocks = sorted({c["path"].split("/", 1)[0] for c in checksums if "/" in c["path"]})
     source = {
         "url": redact_url(target.url),
@@ -575,16 +577,9 @@ def dump_prometheus(
         "snapshot": name,
         "skip_head": target.skip_head,
         "blocks": blocks,
-        **stats,
-        "file_checksums": checksums,
     }
-    return Dumped(
-        [artifact],
-        source,
-        {"prometheus": f"prometheus {version or '?'} tsdb snapshot"},
-        {"dump": artifact.seconds},
-        warnings,
-    )
+    tool = {"prometheus": f"prometheus {version or '?'} tsdb snapshot"}
+    return tar_dumped(target, artifact, source, tool, (stats, checksums, warnings))
 
 
 # --- Kubernetes objects --------------------------------------------------------------------
@@ -651,24 +646,15 @@ def dump_kubernetes(
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    for warning in warnings:
-        log.warning("target %s: %s", target.name, warning)
     objects = [c["path"].removesuffix(".yaml").split("/", 2) for c in checksums]
     source = {
         "cluster": target.cluster,
         "namespaces": list(target.namespaces),
         "kinds": list(target.kinds),
         "objects": [{"namespace": n, "kind": k, "name": name} for n, k, name in objects],
-        **stats,
-        "file_checksums": checksums,
     }
-    return Dumped(
-        [artifact],
-        source,
-        {"kubernetes": f"kubernetes python client {package_version('kubernetes')}"},
-        {"dump": artifact.seconds},
-        warnings,
-    )
+    tool = {"kubernetes": f"kubernetes python client {package_version('kubernetes')}"}
+    return tar_dumped(target, artifact, source, tool, (stats, checksums, warnings))
 
 
 # --- one backup of one target --------------------------------------------------------------
